@@ -1,0 +1,39 @@
+# One entry point for people and CI: every target sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install test lint typecheck unit demo clean
+
+help:
+	@echo "make demo  - set up and run the demo on SQLite"
+	@echo "make test  - set up, then lint, type-check and run the tests"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+demo: install
+	$(BIN)/hephaestus demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache hephaestus-demo.db*

@@ -1,0 +1,97 @@
+"""The data a workflow instance carries: the caller's input and each step's output.
+
+`initial` is what the caller passed to `start`; `steps[key]` is what the step
+with that key returned in `Ok(event, updates)`. Both are JSON values, checked
+when they enter, so an instance always round-trips through JSON exactly.
+`attempt` and `idempotency_key` describe the running attempt and are not persisted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hephaestus.errors import ContextSerializationError
+
+__all__ = ["Context", "to_json_value"]
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+def to_json_value(value: Any, *, what: str) -> Any:
+    """Return a JSON-normalised copy of `value` (tuples become lists, keys are str).
+
+    Raises `ContextSerializationError` naming `what` and the offending key when
+    `value` is not JSON-serialisable.
+    """
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        culprit = _find_culprit(value, what)
+        raise ContextSerializationError(
+            f"{culprit} is not JSON-serialisable ({exc}); pass only dicts with str keys, "
+            "lists, str, int, finite float, bool and None (convert dates to ISO strings, "
+            "Decimals to str)"
+        ) from exc
+
+
+def _find_culprit(value: Any, path: str) -> str:
+    """Walk `value` to name the first key whose value breaks JSON."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a non-str key {key!r}"
+            try:
+                json.dumps(item, allow_nan=False)
+            except (TypeError, ValueError):
+                return _find_culprit(item, f"{path}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            try:
+                json.dumps(item, allow_nan=False)
+            except (TypeError, ValueError):
+                return _find_culprit(item, f"{path}[{index}]")
+    return f"{path} (a {type(value).__name__})"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Context:
+    """Read-only view of an instance's data, handed to every step."""
+
+    initial: Mapping[str, Any]
+    steps: Mapping[str, Mapping[str, Any]]
+    attempt: int = 0
+    idempotency_key: str = ""
+
+    @classmethod
+    def new(cls, initial: Mapping[str, Any] | None = None) -> Context:
+        """A fresh context from the caller's input, checked and normalised as JSON."""
+        if initial is None:
+            return cls(initial=_EMPTY, steps=_EMPTY)
+        if not isinstance(initial, Mapping):
+            raise ContextSerializationError(
+                f"the initial context must be a dict, got {type(initial).__name__}"
+            )
+        return cls(initial=to_json_value(initial, what="context"), steps=_EMPTY)
+
+    def with_updates(self, key: str, updates: Mapping[str, Any]) -> Context:
+        """A new context whose `steps[key]` is `updates` (already JSON-normalised)."""
+        return Context(initial=self.initial, steps={**self.steps, key: updates})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"initial": self.initial, "steps": self.steps}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Context:
+        return cls(initial=data.get("initial", {}), steps=data.get("steps", {}))
+
+    def __eq__(self, other: object) -> bool:
+        # The running attempt is not part of the persisted value, so it is not compared.
+        if not isinstance(other, Context):
+            return NotImplemented
+        return self.initial == other.initial and self.steps == other.steps
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))

@@ -1,0 +1,572 @@
+"""The pure engine: `(definition, instance, input, now) -> (instance, commands)`.
+
+Nothing here reads a clock, touches storage or starts a task: timestamps come
+in as arguments, and what must happen next comes out as commands. A step
+failure is never raised; it becomes part of the returned instance. Only bad
+caller input (an event nobody waits for, a finished instance) raises, and then
+the instance is untouched.
+
+Join semantics: a step with several predecessors is a join. It runs once,
+when every predecessor has completed or can no longer run because the branch
+leading to it was not taken (dead-path elimination). A step "can still run"
+while it, or a step from which it is reachable, is active or waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from hephaestus.core.commands import Command, RunStep, StopSteps
+from hephaestus.core.context import Context, to_json_value
+from hephaestus.core.definition import WorkflowDefinition
+from hephaestus.core.instance import ExecutionEntry, Instance, Status, Timer
+from hephaestus.core.outcomes import Async, Error, Ok
+from hephaestus.core.step import Step
+from hephaestus.errors import (
+    AmbiguousEventError,
+    ContextSerializationError,
+    InstanceNotWaitingError,
+    InvalidEventError,
+    TimerNotFoundError,
+)
+
+__all__ = [
+    "Advance",
+    "add_timer",
+    "cancel",
+    "cancel_timer",
+    "complete_step",
+    "fail",
+    "fire_timers",
+    "new_instance",
+    "recover",
+    "resume",
+    "resume_target",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """The engine's answer: the next instance and what the runner must do."""
+
+    instance: Instance
+    commands: list[Command] = field(default_factory=list)
+
+
+class _Draft:
+    """The fields of an instance being built by one engine call, mutated locally, then frozen."""
+
+    __slots__ = (
+        "active",
+        "attempts",
+        "commands",
+        "completed",
+        "configs",
+        "context",
+        "error",
+        "history",
+        "metadata",
+        "status",
+        "timers",
+        "waiting",
+    )
+
+    def __init__(self, instance: Instance) -> None:
+        self.status = instance.status
+        self.context = instance.context
+        self.active = set(instance.active_steps)
+        self.completed = set(instance.completed_steps)
+        self.waiting = set(instance.waiting_steps)
+        self.attempts = dict(instance.attempts)
+        self.timers = list(instance.timers)
+        self.history = list(instance.execution_history)
+        self.configs: Mapping[str, Any] = instance.step_configs
+        self.metadata: Mapping[str, Any] = instance.runtime_metadata
+        self.commands: list[Command] = []
+        self.error = instance.error
+
+    def freeze(self, instance: Instance, now: datetime) -> Advance:
+        return Advance(
+            instance.evolve(
+                status=self.status,
+                context=self.context,
+                active_steps=frozenset(self.active),
+                completed_steps=frozenset(self.completed),
+                waiting_steps=frozenset(self.waiting),
+                attempts=self.attempts,
+                timers=tuple(self.timers),
+                execution_history=tuple(self.history),
+                step_configs=self.configs,
+                runtime_metadata=self.metadata,
+                error=self.error,
+                revision=instance.revision + 1,
+                updated_at=now,
+            ),
+            self.commands,
+        )
+
+
+def new_instance(
+    definition: WorkflowDefinition,
+    *,
+    instance_id: str,
+    context: Context,
+    now: datetime,
+    workflow: str | None = None,
+    telemetry_metadata: Mapping[str, Any] | None = None,
+) -> Advance:
+    """A new running instance with its start step activated.
+
+    `workflow` is the name stored in the instance (an umbrella's name for a
+    versioned workflow); it defaults to the definition's own name.
+    """
+    instance = Instance(
+        id=instance_id,
+        workflow=workflow or definition.name,
+        workflow_version=definition.version,
+        status=Status.RUNNING,
+        context=context,
+        created_at=now,
+        updated_at=now,
+        telemetry_metadata=dict(telemetry_metadata or {}),
+    )
+    draft = _Draft(instance)
+    _activate(definition, draft, definition.start, now)
+    _settle(definition, draft)
+    return draft.freeze(instance, now)
+
+
+def complete_step(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    step: str,
+    outcome: Any,
+    *,
+    attempt: int,
+    now: datetime,
+    duration: float = 0.0,
+) -> Advance:
+    """Apply what attempt `attempt` of `step` returned (or `Error` for a raised exception).
+
+    A result for a step that is no longer active at that attempt (the instance
+    was cancelled or failed, or the result is a duplicate) changes nothing.
+    """
+    if (
+        instance.status not in (Status.RUNNING, Status.WAITING)
+        or step not in instance.active_steps
+        or instance.attempts.get(step) != attempt
+    ):
+        return Advance(instance, [])
+    draft = _Draft(instance)
+    if isinstance(outcome, str):
+        outcome = Ok(outcome)
+    if isinstance(outcome, Ok):
+        problem = _finish(definition, draft, step, outcome, attempt, now, duration)
+    elif isinstance(outcome, Async):
+        problem = _park(definition, draft, step, outcome, instance.revision, now)
+    elif isinstance(outcome, Error):
+        problem = _failed_attempt(definition, draft, step, outcome, attempt, now)
+    else:
+        problem = (
+            f"step {definition.nodes[step].name} returned {outcome!r}; return Ok(event), "
+            "an event str, Async() or Error(reason)"
+        )
+    if problem is not None:
+        return _fail_draft(draft, instance, problem, now)
+    _settle(definition, draft)
+    return draft.freeze(instance, now)
+
+
+def resume_target(
+    definition: WorkflowDefinition, instance: Instance, event: str, step: str | None = None
+) -> str:
+    """The waiting step that `event` resumes; raises if there is none (instance untouched)."""
+    if instance.status.is_final:
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} is {instance.status.value}; only an active instance "
+            f"accepts events, so {event!r} was not delivered"
+        )
+    if not instance.waiting_steps:
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} has no waiting step (active: "
+            f"{sorted(instance.active_steps)}); resume it once a step has parked"
+        )
+    if step is not None:
+        if step not in instance.waiting_steps:
+            raise InvalidEventError(
+                f"instance {instance.id}: step {step!r} is not waiting; waiting steps are "
+                f"{sorted(instance.waiting_steps)}"
+            )
+        if event not in definition.nodes[step].events:
+            raise InvalidEventError(
+                f"instance {instance.id}: waiting step {step!r} does not declare {event!r}; "
+                f"it awaits {list(definition.nodes[step].events)}"
+            )
+        return step
+    candidates = sorted(w for w in instance.waiting_steps if event in definition.nodes[w].events)
+    if not candidates:
+        awaited = {w: list(definition.nodes[w].events) for w in sorted(instance.waiting_steps)}
+        raise InvalidEventError(
+            f"instance {instance.id}: no waiting step declares event {event!r}; "
+            f"waiting steps and their events: {awaited}"
+        )
+    if len(candidates) > 1:
+        raise AmbiguousEventError(
+            f"instance {instance.id}: waiting steps {candidates} all declare {event!r}; "
+            "pass step=<key> to choose one"
+        )
+    return candidates[0]
+
+
+def resume(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    event: str,
+    *,
+    now: datetime,
+    step: str | None = None,
+) -> Advance:
+    """Deliver `event` to the waiting step that declares it; that step completes with it."""
+    target = resume_target(definition, instance, event, step)
+    draft = _Draft(instance)
+    _wake(draft, target)
+    problem = _finish(
+        definition, draft, target, Ok(event), draft.attempts.get(target, 1), now, 0.0
+    )
+    if problem is not None:
+        return _fail_draft(draft, instance, problem, now)
+    _settle(definition, draft)
+    return draft.freeze(instance, now)
+
+
+def fire_timers(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Advance:
+    """Fire every timer due at `now`: resume its waiting step, or start its retry attempt.
+
+    A timer whose step is no longer waiting (an event came first) is dropped.
+    """
+    due = sorted((t for t in instance.timers if t.due_at <= now), key=lambda t: t.due_at)
+    if not due or instance.status.is_final:
+        return Advance(instance, [])
+    draft = _Draft(instance)
+    for timer in due:
+        if timer not in draft.timers or draft.status.is_final:
+            continue
+        draft.timers.remove(timer)
+        if timer.kind == "retry":
+            if timer.step in draft.active:
+                attempt = draft.attempts.get(timer.step, 1) + 1
+                draft.attempts[timer.step] = attempt
+                draft.commands.append(RunStep(timer.step, attempt))
+        elif timer.step in draft.waiting and timer.event is not None:
+            _wake(draft, timer.step)
+            problem = _finish(
+                definition,
+                draft,
+                timer.step,
+                Ok(timer.event),
+                draft.attempts.get(timer.step, 1),
+                now,
+                0.0,
+            )
+            if problem is not None:
+                return _fail_draft(draft, instance, problem, now)
+    _settle(definition, draft)
+    return draft.freeze(instance, now)
+
+
+def add_timer(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    step: str,
+    delay: float,
+    *,
+    now: datetime,
+    event: str | None = None,
+) -> tuple[Instance, Timer]:
+    """Schedule a durable resume of `step` with `event` after `delay` seconds.
+
+    Without `event`, the step's `timeout` event is used if it declares one, else
+    its only event. When the timer fires, it resumes the step if it is waiting.
+    """
+    if instance.status.is_final:
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} is {instance.status.value}; timers can only be "
+            "scheduled on active instances"
+        )
+    node = definition.nodes.get(step)
+    if node is None:
+        raise InvalidEventError(
+            f"instance {instance.id}: workflow {definition.name} has no step {step!r}; "
+            f"its steps are {sorted(definition.nodes)}"
+        )
+    if event is None:
+        if "timeout" in node.events:
+            event = "timeout"
+        elif len(node.events) == 1:
+            event = node.events[0]
+        else:
+            raise InvalidEventError(
+                f"instance {instance.id}: step {step!r} declares {list(node.events)}; "
+                "pass event= to say which one the timer delivers"
+            )
+    if event not in node.events:
+        raise InvalidEventError(
+            f"instance {instance.id}: step {step!r} does not declare {event!r}; "
+            f"it declares {list(node.events)}"
+        )
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+        raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
+    timer = Timer(
+        id=f"{step}@{instance.revision + 1}",
+        step=step,
+        due_at=now + timedelta(seconds=delay),
+        kind="resume",
+        event=event,
+    )
+    updated = instance.evolve(
+        timers=(*instance.timers, timer), revision=instance.revision + 1, updated_at=now
+    )
+    return updated, timer
+
+
+def cancel_timer(instance: Instance, timer_id: str, *, now: datetime) -> Instance:
+    """Remove the pending timer `timer_id`; raises `TimerNotFoundError` if there is none."""
+    remaining = tuple(t for t in instance.timers if t.id != timer_id)
+    if len(remaining) == len(instance.timers):
+        raise TimerNotFoundError(
+            f"instance {instance.id} has no pending timer {timer_id!r} (it fired, was "
+            f"cancelled, or never existed); pending: {[t.id for t in instance.timers]}"
+        )
+    return instance.evolve(timers=remaining, revision=instance.revision + 1, updated_at=now)
+
+
+def cancel(instance: Instance, *, now: datetime) -> Advance:
+    """Stop the instance for good: status `cancelled`, timers dropped, running steps stopped."""
+    if instance.status.is_final:
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} is already {instance.status.value}; only active "
+            "instances can be cancelled"
+        )
+    updated = instance.evolve(
+        status=Status.CANCELLED, timers=(), revision=instance.revision + 1, updated_at=now
+    )
+    return Advance(updated, [StopSteps(instance.active_steps)])
+
+
+def fail(instance: Instance, reason: str, *, now: datetime) -> Advance:
+    """Mark the instance failed with `reason` and stop whatever still runs."""
+    if instance.status.is_final:
+        return Advance(instance, [])
+    return _fail_draft(_Draft(instance), instance, reason, now)
+
+
+def recover(instance: Instance) -> list[Command]:
+    """What to run again for a `running` instance read back after a crash.
+
+    Every active step without a pending retry timer runs again at its current
+    attempt (steps run at least once); parked steps wait for their event or timer.
+    """
+    if instance.status is not Status.RUNNING:
+        return []
+    backing_off = {t.step for t in instance.timers if t.kind == "retry"}
+    return [
+        RunStep(step, instance.attempts.get(step, 1))
+        for step in sorted(instance.active_steps)
+        if step not in backing_off
+    ]
+
+
+# --- internals --------------------------------------------------------------------------
+
+
+def _fail_draft(draft: _Draft, instance: Instance, reason: str, now: datetime) -> Advance:
+    still_running = frozenset(draft.active)
+    draft.status = Status.FAILED
+    draft.error = reason
+    draft.timers = []
+    return Advance(draft.freeze(instance, now).instance, [StopSteps(still_running)] if still_running else [])
+
+
+def _wake(draft: _Draft, step: str) -> None:
+    draft.waiting.discard(step)
+    draft.active.add(step)
+    draft.timers = [t for t in draft.timers if t.step != step]
+
+
+def _activate(definition: WorkflowDefinition, draft: _Draft, key: str, now: datetime) -> None:
+    node = definition.nodes[key]
+    if node.config is not None and key not in draft.configs:
+        draft.configs = {**draft.configs, key: node.config}
+    if node.step.terminal:
+        # Done does no work: completing it here saves a task, a thread hop and a write.
+        draft.completed.add(key)
+        draft.history.append(ExecutionEntry(step=key, event=node.events[0], timestamp=now))
+        return
+    draft.active.add(key)
+    draft.attempts[key] = 1
+    draft.commands.append(RunStep(key, 1))
+
+
+def _finish(
+    definition: WorkflowDefinition,
+    draft: _Draft,
+    step: str,
+    outcome: Ok,
+    attempt: int,
+    now: datetime,
+    duration: float,
+) -> str | None:
+    """Complete `step` with `outcome` and activate what follows; a message if that fails."""
+    node = definition.nodes[step]
+    if outcome.event not in node.events:
+        return (
+            f"UndeclaredEventError: step {node.name} emitted {outcome.event!r}, which it does "
+            f"not declare; its events are {list(node.events)}"
+        )
+    updates = None
+    try:
+        if outcome.updates is not None:
+            updates = to_json_value(outcome.updates, what=f"updates of step {node.name}")
+            if not isinstance(updates, dict):
+                raise ContextSerializationError(
+                    f"updates of step {node.name} must be a dict, got {type(updates).__name__}"
+                )
+            draft.context = draft.context.with_updates(step, updates)
+        if outcome.metadata is not None:
+            metadata = to_json_value(outcome.metadata, what=f"metadata of step {node.name}")
+            draft.metadata = {**draft.metadata, **metadata}
+    except ContextSerializationError as exc:
+        return f"ContextSerializationError: {exc}"
+    draft.active.discard(step)
+    draft.attempts.pop(step, None)
+    draft.completed.add(step)
+    draft.history.append(
+        ExecutionEntry(
+            step=step,
+            event=outcome.event,
+            timestamp=now,
+            context_updates=updates,
+            attempt=attempt,
+            duration=duration,
+        )
+    )
+    targets = definition.edges.get((step, outcome.event))
+    if targets is None:
+        chosen = _choose_route(definition, draft, step, outcome.event)
+        if isinstance(chosen, str) and chosen not in definition.nodes:
+            return chosen  # an error message
+        targets = (chosen,)
+    for target in targets:
+        if target not in definition.joins:
+            _activate(definition, draft, target, now)
+    if definition.joins:
+        _activate_ready_joins(definition, draft, now)
+    return None
+
+
+def _choose_route(definition: WorkflowDefinition, draft: _Draft, step: str, event: str) -> str:
+    spec = definition.routes[(step, event)]
+    try:
+        chosen = spec.choose(draft.context)
+    except Exception as exc:
+        return f"route {spec.function_name} raised {type(exc).__name__}: {exc}"
+    key = chosen.key if isinstance(chosen, type) and issubclass(chosen, Step) else None
+    if key is None or key not in spec.targets or definition.nodes[key].step is not chosen:
+        declared = [definition.nodes[t].name for t in spec.targets]
+        return (
+            f"InvalidTargetError: route {spec.function_name} returned {chosen!r}, which is "
+            f"not among its declared targets {declared}; add it to targets=[...]"
+        )
+    return key
+
+
+def _activate_ready_joins(definition: WorkflowDefinition, draft: _Draft, now: datetime) -> None:
+    for join in definition.order:
+        if join not in definition.joins:
+            continue
+        if join in draft.completed or join in draft.active or join in draft.waiting:
+            continue
+        preds = definition.predecessors[join]
+        if not any(p in draft.completed for p in preds):
+            continue  # not reached yet
+        live = draft.active | draft.waiting
+        if all(p in draft.completed or not _can_still_run(definition, p, live) for p in preds):
+            _activate(definition, draft, join, now)
+
+
+def _can_still_run(definition: WorkflowDefinition, step: str, live: set[str]) -> bool:
+    if step in live:
+        return True
+    return any(step in definition.descendants[other] for other in live)
+
+
+def _park(
+    definition: WorkflowDefinition,
+    draft: _Draft,
+    step: str,
+    outcome: Async,
+    revision: int,
+    now: datetime,
+) -> str | None:
+    node = definition.nodes[step]
+    draft.active.discard(step)
+    draft.waiting.add(step)
+    if outcome.resume_after is not None:
+        if outcome.timeout_event not in node.events:
+            return (
+                f"UndeclaredEventError: step {node.name} parked with a timer that would emit "
+                f"{outcome.timeout_event!r}, which it does not declare"
+            )
+        draft.timers.append(
+            Timer(
+                id=f"{step}@{revision + 1}",
+                step=step,
+                due_at=now + timedelta(seconds=outcome.resume_after),
+                kind="resume",
+                event=outcome.timeout_event,
+            )
+        )
+    return None
+
+
+def _failed_attempt(
+    definition: WorkflowDefinition,
+    draft: _Draft,
+    step: str,
+    outcome: Error,
+    attempt: int,
+    now: datetime,
+) -> str | None:
+    node = definition.nodes[step]
+    policy = node.step.retry
+    if attempt < policy.max_attempts:
+        draft.timers.append(
+            Timer(
+                id=f"{step}#{attempt + 1}",
+                step=step,
+                due_at=now + timedelta(seconds=policy.delay(attempt)),
+                kind="retry",
+            )
+        )
+        return None
+    attempts = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+    return f"step {node.name} failed after {attempts}: {outcome.reason}"
+
+
+def _settle(definition: WorkflowDefinition, draft: _Draft) -> None:
+    """Set `running`, `waiting` or `completed` from what is active and parked."""
+    if draft.status.is_final:
+        return
+    if draft.active:
+        draft.status = Status.RUNNING
+    elif draft.waiting:
+        draft.status = Status.WAITING
+    elif any(definition.nodes[key].step.terminal for key in draft.completed):
+        draft.status = Status.COMPLETED
+    else:
+        # Unreachable for a validated graph; kept so a bug shows as a failure, not a hang.
+        draft.status = Status.FAILED
+        draft.error = "the instance stopped before reaching Done (no step is active or waiting)"

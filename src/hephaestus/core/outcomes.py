@@ -1,0 +1,86 @@
+"""What a step's `execute` returns, and how a failed step is retried.
+
+A step reports its result as a value, never by calling back into the engine:
+`Ok` to finish with an event, `Async` to park until an event or timer resumes
+it, `Error` to fail (a raised exception means the same). `Retry` says how
+often a failed step is tried again and how long to wait in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["Async", "Error", "Ok", "Outcome", "Retry"]
+
+Backoff = Literal["exponential", "linear", "constant"]
+_BACKOFFS = ("exponential", "linear", "constant")
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    """The step is done and emits `event`.
+
+    `updates` (a JSON-serialisable dict) is stored at `context.steps[step.key]`;
+    `metadata` is merged into `instance.runtime_metadata`.
+    """
+
+    event: str
+    updates: Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Async:
+    """The step waits: the instance parks until `resume` (or a timer) delivers an event.
+
+    With `resume_after` (seconds), a durable timer delivers `timeout_event`
+    when it elapses, unless an event resumed the step first.
+    """
+
+    resume_after: float | None = None
+    timeout_event: str = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """The step failed with `reason`; it is retried per its `retry` policy, then fails the instance."""
+
+    reason: str
+
+
+Outcome = Ok | Async | Error | str
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How many times a failing step is tried, and how long to wait between attempts.
+
+    `max_attempts` counts the first attempt too: `Retry(max_attempts=1)` never
+    retries. The wait before attempt n+1 is `base` (constant), `base * n`
+    (linear) or `base * 2**(n-1)` (exponential), capped at `max_backoff` seconds.
+    """
+
+    max_attempts: int = 1
+    backoff: Backoff = "exponential"
+    base: float = 0.5
+    max_backoff: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ValueError(f"Retry.max_attempts must be an int >= 1, got {self.max_attempts!r}")
+        if self.backoff not in _BACKOFFS:
+            raise ValueError(f"Retry.backoff must be one of {_BACKOFFS}, got {self.backoff!r}")
+        if self.base < 0 or self.max_backoff < 0:
+            raise ValueError("Retry.base and Retry.max_backoff must not be negative")
+
+    def delay(self, failed_attempt: int) -> float:
+        """Seconds to wait after attempt number `failed_attempt` (1-based) failed."""
+        if self.backoff == "constant":
+            wait = self.base
+        elif self.backoff == "linear":
+            wait = self.base * failed_attempt
+        else:
+            wait = self.base * 2.0 ** (failed_attempt - 1)
+        return min(wait, self.max_backoff)
