@@ -20,7 +20,6 @@ from hephaestus.core.keys import Unique
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     InvalidRouteError,
-    InvalidStartError,
     InvalidTransitionError,
     InvalidUniqueError,
     InvalidVersionsError,
@@ -241,7 +240,9 @@ class BaseWorkflow:
         return cls.__definition__
 
     @classmethod
-    def version_for(cls, versions: Mapping[int, type[BaseWorkflow]], opts: Mapping[str, Any]) -> int:
+    def version_for(
+        cls, versions: Mapping[int, type[BaseWorkflow]], opts: Mapping[str, Any]
+    ) -> int:
         """Which version a new instance of an umbrella starts on; override to roll out gradually."""
         assert cls.current is not None  # checked when the umbrella class was created
         return cls.current
@@ -300,7 +301,9 @@ def _check_umbrella(cls: type[BaseWorkflow]) -> None:
 def resolve_version(
     workflow: type[BaseWorkflow], version: int | None = None, opts: Mapping[str, Any] | None = None
 ) -> type[BaseWorkflow]:
-    """The concrete class a new instance runs: explicit `version`, then `version_for`, then `current`.
+    """The concrete class a new instance runs.
+
+    An explicit `version` wins, then the umbrella's `version_for`, then `current`.
 
     For a concrete workflow, `version` (if given) must match its own.
     """
@@ -321,7 +324,9 @@ def resolve_version(
     return workflow.versions[chosen]
 
 
-def parse_target(raw: Any, where: str, error: type[WorkflowDefinitionError]) -> tuple[type[Step], StepConfig]:
+def parse_target(
+    raw: Any, where: str, error: type[WorkflowDefinitionError]
+) -> tuple[type[Step], StepConfig]:
     """`Step` or `(Step, config)` -> `(Step, config)`; raises `error` naming `where`."""
     if isinstance(raw, type) and issubclass(raw, Step):
         return raw, None
@@ -333,17 +338,21 @@ def parse_target(raw: Any, where: str, error: type[WorkflowDefinitionError]) -> 
         and isinstance(raw[1], Mapping)
     ):
         return raw[0], dict(raw[1])
-    raise error(
-        f"{where}: expected a Step class or a (Step, config dict) pair, got {raw!r}"
-    )
+    raise error(f"{where}: expected a Step class or a (Step, config dict) pair, got {raw!r}")
 
 
 def check_route_shape(found: Route, where: str) -> None:
     if not (isinstance(found.step, type) and issubclass(found.step, Step)):
-        raise InvalidRouteError(f"{where}: the route's step must be a Step class, got {found.step!r}")
+        raise InvalidRouteError(
+            f"{where}: the route's step must be a Step class, got {found.step!r}"
+        )
     if not isinstance(found.event, str):
         raise InvalidRouteError(f"{where}: the route's event must be a str, got {found.event!r}")
-    if isinstance(found.targets, str | bytes) or not isinstance(found.targets, Sequence) or not found.targets:
+    if (
+        isinstance(found.targets, str | bytes)
+        or not isinstance(found.targets, Sequence)
+        or not found.targets
+    ):
         raise InvalidRouteError(
             f"{where}: declare every step the route may return, e.g. targets=[FastTrack, Standard]"
         )

@@ -233,9 +233,7 @@ def resume(
     target = resume_target(definition, instance, event, step)
     draft = _Draft(instance)
     _wake(draft, target)
-    problem = _finish(
-        definition, draft, target, Ok(event), draft.attempts.get(target, 1), now, 0.0
-    )
+    problem = _finish(definition, draft, target, Ok(event), draft.attempts.get(target, 1), now, 0.0)
     if problem is not None:
         return _fail_draft(draft, instance, problem, now)
     _settle(definition, draft)
@@ -387,7 +385,9 @@ def _fail_draft(draft: _Draft, instance: Instance, reason: str, now: datetime) -
     draft.status = Status.FAILED
     draft.error = reason
     draft.timers = []
-    return Advance(draft.freeze(instance, now).instance, [StopSteps(still_running)] if still_running else [])
+    return Advance(
+        draft.freeze(instance, now).instance, [StopSteps(still_running)] if still_running else []
+    )
 
 
 def _wake(draft: _Draft, step: str) -> None:

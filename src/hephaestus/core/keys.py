@@ -1,8 +1,10 @@
 """Business keys: instance ids of the form `key::value`, and their uniqueness scopes.
 
 `key` names the kind of thing (`orderid`), `value` the thing (`abc123`).
-Both are `[a-z0-9]+`; the value may also be a UUID. The scope of a workflow's
-`Unique` says which active instances count as "the same" when starting.
+Both are `[a-z0-9]+`; the value may also be a UUID. Workflows whose scope is
+`none` get ids `key::value::suffix` with a random 8-hex-digit suffix, so every
+start is distinct. The scope of a workflow's `Unique` says which active
+instances count as "the same" when starting.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import Literal
 
 from hephaestus.errors import InvalidBusinessKeyError, InvalidUniqueError
 
-__all__ = ["SCOPES", "Scope", "Unique", "build_id", "parse_id", "validate_id"]
+__all__ = ["SCOPES", "Scope", "Unique", "build_id", "parse_id", "validate_id", "with_suffix"]
 
 Scope = Literal["workflow", "version", "global", "none"]
 SCOPES: tuple[Scope, ...] = ("workflow", "version", "global", "none")
 
 _KEY = re.compile(r"^[a-z0-9]+$")
+_SUFFIX = re.compile(r"^[0-9a-f]{8}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SEPARATOR = "::"
 
@@ -63,18 +66,33 @@ def build_id(key: str, value: str) -> str:
     return f"{key}{SEPARATOR}{value}"
 
 
+def with_suffix(instance_id: str, suffix: str) -> str:
+    """`key::value` -> `key::value::suffix`, the distinct id of a scope-`none` start."""
+    if not _SUFFIX.match(suffix):
+        raise InvalidBusinessKeyError(f"id suffix {suffix!r} must be 8 lowercase hex digits")
+    return f"{validate_id(instance_id)}{SEPARATOR}{suffix}"
+
+
 def parse_id(instance_id: str) -> tuple[str, str]:
-    """`"orderid::abc123"` -> `("orderid", "abc123")`; raises `InvalidBusinessKeyError`."""
+    """`"orderid::abc123"` -> `("orderid", "abc123")`; raises `InvalidBusinessKeyError`.
+
+    The random suffix of a scope-`none` id is not part of the value.
+    """
     validate_id(instance_id)
-    key, _, value = instance_id.partition(SEPARATOR)
+    key, value, *_ = instance_id.split(SEPARATOR)
     return key, value
 
 
 def validate_id(instance_id: object) -> str:
-    """Return `instance_id` if it is a well-formed `key::value`, else raise."""
+    """Return `instance_id` if it is a well-formed `key::value[::suffix]`, else raise."""
     if isinstance(instance_id, str):
-        key, sep, value = instance_id.partition(SEPARATOR)
-        if sep and _KEY.match(key) and _is_value(value):
+        parts = instance_id.split(SEPARATOR)
+        if (
+            len(parts) in (2, 3)
+            and _KEY.match(parts[0])
+            and _is_value(parts[1])
+            and (len(parts) == 2 or _SUFFIX.match(parts[2]))
+        ):
             return instance_id
     raise InvalidBusinessKeyError(
         f"instance id {instance_id!r} is malformed: expected 'key::value' with key and value "

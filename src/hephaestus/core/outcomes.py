@@ -45,7 +45,7 @@ class Async:
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """The step failed with `reason`; it is retried per its `retry` policy, then fails the instance."""
+    """The step failed with `reason`: retried per the step's `retry`, then the instance fails."""
 
     reason: str
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hephaestus.core.outcomes import Outcome, Retry
+from hephaestus.core.outcomes import Retry
 from hephaestus.errors import InvalidStepError
 
 if TYPE_CHECKING:
@@ -62,7 +62,9 @@ class Step:
         _check_step(cls)
         cls.is_async = inspect.iscoroutinefunction(cls.execute)
 
-    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Any:
+    def execute(
+        self, instance: Instance, config: Mapping[str, Any] | None, context: Context
+    ) -> Any:
         """Do the step's work and return an outcome (`Ok`, a bare event str, `Async`, `Error`)."""
         raise NotImplementedError(f"step {type(self).__name__} must implement execute()")
 

@@ -1,0 +1,95 @@
+"""The storage contract: what the runtime needs from a place that keeps instances.
+
+**Protocol**: any object with these coroutine methods is a storage. The
+runtime never reaches around it, so memory, SQLite and PostgreSQL adapters
+are interchangeable, and one contract test suite runs against all of them.
+
+Rules every adapter keeps:
+
+- One record per instance id. `put(instance, None)` creates: it raises
+  `AlreadyRunningError` if an *active* instance (pending, running, waiting)
+  holds the id, and replaces a finished one (the business key is free again).
+- `put(instance, expected_revision)` updates only if the stored revision is
+  `expected_revision`; otherwise it raises `ConcurrencyError` and writes
+  nothing (a missing record raises `InstanceNotFoundError`).
+- Durable timers are stored inside the instance; adapters index the earliest
+  due time (`Instance.next_timer_at`) of active instances so that
+  `due_timers` and `next_timer_at` are cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from hephaestus.core.instance import Instance, Status
+
+__all__ = ["Query", "Storage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Filters of `Storage.query`; results are ordered by id, `after` pages past an id."""
+
+    id: str | None = None
+    status: Status | None = None
+    status_in: tuple[Status, ...] | None = None
+    workflow: str | None = None
+    workflow_in: tuple[str, ...] | None = None
+    workflow_version: int | None = None
+    limit: int | None = None
+    after: str | None = None
+
+    def matches(self, instance: Instance) -> bool:
+        """Whether `instance` passes every filter (paging aside)."""
+        return (
+            (self.id is None or instance.id == self.id)
+            and (self.status is None or instance.status == self.status)
+            and (self.status_in is None or instance.status in self.status_in)
+            and (self.workflow is None or instance.workflow == self.workflow)
+            and (self.workflow_in is None or instance.workflow in self.workflow_in)
+            and (
+                self.workflow_version is None or instance.workflow_version == self.workflow_version
+            )
+            and (self.after is None or instance.id > self.after)
+        )
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """**Protocol**: where instances live. See the module docstring for the rules."""
+
+    async def open(self) -> None:
+        """Connect and check (or create) the schema. Called once by the app."""
+
+    async def close(self) -> None:
+        """Flush pending writes and release connections."""
+
+    async def get(self, instance_id: str) -> Instance:
+        """The stored instance; raises `InstanceNotFoundError`."""
+
+    async def put(self, instance: Instance, expected_revision: int | None) -> None:
+        """Create (`expected_revision=None`) or update the instance atomically."""
+
+    async def delete(self, instance_id: str) -> None:
+        """Remove the instance; raises `InstanceNotFoundError` if there is none."""
+
+    async def query(self, query: Query) -> list[Instance]:
+        """Instances matching `query`, ordered by id."""
+
+    async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
+        """Ids of active instances whose earliest timer is due at `now`, earliest first."""
+
+    async def next_timer_at(self) -> datetime | None:
+        """When the earliest timer of any active instance is due, or `None`."""
+
+
+def active_conflict(existing: Instance | None) -> bool:
+    """Whether creating an instance must be refused because `existing` is still active."""
+    return existing is not None and existing.status.is_active
+
+
+def as_tuple(values: Iterable[Status] | None) -> tuple[Status, ...] | None:
+    return None if values is None else tuple(values)
