@@ -30,24 +30,7 @@ class _StartFacade(StartAttribute):
     __slots__ = ()
 
     def __get__(self, obj: object, owner: type[Workflow]) -> Callable[..., Awaitable[str]]:
-        async def start(
-            value: str,
-            context: Mapping[str, Any] | None = None,
-            *,
-            hephaestus: Hephaestus | None = None,
-            version: int | None = None,
-            telemetry_metadata: Mapping[str, Any] | None = None,
-        ) -> str:
-            """Start an instance for business value `value`; returns its id `key::value`."""
-            from hephaestus.app import find_app
-
-            app = find_app(hephaestus)
-            return await app.start_business(
-                owner, value, context, version=version, telemetry_metadata=telemetry_metadata
-            )
-
-        start.__qualname__ = f"{owner.__qualname__}.start"
-        return start
+        return owner.start_new
 
 
 class Workflow(BaseWorkflow):
@@ -60,6 +43,29 @@ class Workflow(BaseWorkflow):
         declared = cls.__dict__.get("start")
         if declared is not None and not isinstance(declared, StartAttribute):
             cls.start = _StartFacade(declared)
+
+    @classmethod
+    async def start_new(
+        cls,
+        value: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        hephaestus: Hephaestus | None = None,
+        version: int | None = None,
+        telemetry_metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Start an instance for business value `value`; returns its id `key::value`.
+
+        `Flow.start(...)` is the same call. Type checkers see a workflow's
+        `start = FirstStep` attribute rather than the method, so typed code
+        may prefer this spelling.
+        """
+        from hephaestus.app import find_app
+
+        app = find_app(hephaestus)
+        return await app.start_business(
+            cls, value, context, version=version, telemetry_metadata=telemetry_metadata
+        )
 
     @classmethod
     async def resume(

@@ -1,0 +1,183 @@
+"""What every runner does the same way around the pure engine.
+
+Running one attempt of a step (sync steps in a thread, async ones awaited,
+with the step's timeout, exceptions turned into `Error`), finding the
+definition an instance runs on, and emitting the telemetry that follows an
+engine decision. Runners differ only in how they schedule and serialise work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hephaestus.core.context import Context
+from hephaestus.core.definition import WorkflowDefinition, load_workflow
+from hephaestus.core.instance import Instance, Status
+from hephaestus.core.outcomes import Async, Error, Ok
+from hephaestus.errors import WorkflowDefinitionError
+from hephaestus.telemetry import lifecycle
+
+__all__ = [
+    "Clock",
+    "DefinitionCache",
+    "StepRun",
+    "idempotency_key",
+    "report_advance",
+    "run_attempt",
+    "utc_now",
+]
+
+logger = logging.getLogger("hephaestus.runner")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def idempotency_key(instance_id: str, step: str, attempt: int) -> str:
+    """Stable across a crash of the same attempt: `<instance id>/<step key>/<attempt>`."""
+    return f"{instance_id}/{step}/{attempt}"
+
+
+class DefinitionCache:
+    """Finds the definition an instance runs on: its workflow (or umbrella) and version."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int], WorkflowDefinition] = {}
+
+    def get(self, instance: Instance) -> WorkflowDefinition:
+        key = (instance.workflow, instance.workflow_version)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = self._load(*key)
+        return found
+
+    @staticmethod
+    def _load(name: str, version: int) -> WorkflowDefinition:
+        workflow = load_workflow(name)
+        if workflow.is_umbrella():
+            concrete = workflow.versions.get(version)
+            if concrete is None:
+                raise WorkflowDefinitionError(
+                    f"workflow {name} has no version {version} any more; keep old versions in "
+                    "`versions` until their instances finish"
+                )
+            return concrete.definition()
+        definition = workflow.definition()
+        if definition.version != version:
+            raise WorkflowDefinitionError(
+                f"instance of {name} runs version {version} but the class is now version "
+                f"{definition.version}; use an umbrella workflow to keep both versions"
+            )
+        return definition
+
+
+@dataclass(frozen=True, slots=True)
+class StepRun:
+    """The result of one attempt: its outcome, how long it took, the exception if it raised."""
+
+    outcome: Any
+    duration: float
+    exception: BaseException | None = None
+
+
+async def run_attempt(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    step: str,
+    attempt: int,
+    executor: Executor | None,
+) -> StepRun:
+    """Run attempt `attempt` of `step` on `instance`; never raises for the step's own failures."""
+    node = definition.nodes[step]
+    context = Context(
+        initial=instance.context.initial,
+        steps=instance.context.steps,
+        attempt=attempt,
+        idempotency_key=idempotency_key(instance.id, step, attempt),
+    )
+    lifecycle.step_start(instance, step, attempt)
+    timeout = node.step.timeout
+    started = time.perf_counter()
+    try:
+        impl = node.step()
+        if node.step.is_async:
+            if timeout is None:
+                outcome = await impl.execute(instance, node.config, context)
+            else:
+                async with asyncio.timeout(timeout):
+                    outcome = await impl.execute(instance, node.config, context)
+        else:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(executor, impl.execute, instance, node.config, context)
+            # A thread cannot be stopped: on timeout its late result is ignored (stale attempt).
+            outcome = await (future if timeout is None else asyncio.wait_for(future, timeout))
+    except TimeoutError as exc:
+        reason = f"timed out after {timeout}s (attempt {attempt})"
+        return StepRun(Error(reason), time.perf_counter() - started, exc)
+    except Exception as exc:
+        return StepRun(Error(f"{type(exc).__name__}: {exc}"), time.perf_counter() - started, exc)
+    return StepRun(outcome, time.perf_counter() - started)
+
+
+def report_advance(
+    before: Instance,
+    after: Instance,
+    *,
+    step: str | None = None,
+    attempt: int | None = None,
+    run: StepRun | None = None,
+    resumed_with: str | None = None,
+    source: str = "event",
+) -> None:
+    """Emit the telemetry of one persisted engine decision."""
+    outcome = run.outcome if run is not None else None
+    if isinstance(outcome, str):
+        outcome = Ok(outcome)
+    if step is not None and run is not None and attempt is not None:
+        if after.status is Status.FAILED and not isinstance(outcome, Error):
+            pass  # the step's result broke a rule; the workflow exception below says which
+        elif isinstance(outcome, Ok):
+            lifecycle.step_stop(after, step, attempt, run.duration, outcome.event)
+        elif isinstance(outcome, Async):
+            lifecycle.step_async(after, step, attempt, run.duration)
+        elif isinstance(outcome, Error):
+            will_retry = any(t.step == step and t.kind == "retry" for t in after.timers)
+            lifecycle.step_exception(
+                after,
+                step,
+                attempt,
+                run.duration,
+                outcome.reason,
+                exception=run.exception,
+                will_retry=will_retry,
+            )
+    if resumed_with is not None and step is not None:
+        wait = (after.updated_at - before.updated_at).total_seconds()
+        lifecycle.step_resume(after, step, resumed_with, source, wait)
+    completed_now = len(after.completed_steps) - len(before.completed_steps)
+    if completed_now > 0:
+        newly_done = after.completed_steps - before.completed_steps
+        for entry in after.execution_history[len(before.execution_history) :]:
+            targets = sorted(
+                (after.active_steps | after.waiting_steps | newly_done)
+                - (before.active_steps | before.waiting_steps | before.completed_steps)
+                - {entry.step}
+            )
+            if targets:
+                lifecycle.workflow_transition(after, entry.step, entry.event, targets)
+        lifecycle.engine_advance(after, run.duration if run else 0.0, completed_now)
+    if before.status is not after.status:
+        if after.status is Status.COMPLETED:
+            lifecycle.workflow_stop(after)
+        elif after.status is Status.FAILED:
+            lifecycle.workflow_exception(after)

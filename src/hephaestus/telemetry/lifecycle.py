@@ -1,0 +1,195 @@
+"""Emitting the lifecycle events of instances and steps, the same way from every runner.
+
+Each helper returns at once when nobody listens to its event, so runners call
+them unconditionally. Durations are seconds (float); `system_time` is epoch
+seconds. Every instance event's metadata carries `instance_id`, `workflow`,
+`workflow_version` and the caller's `telemetry_metadata` (flattened in).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from hephaestus.core.instance import Instance
+from hephaestus.telemetry import events as ev
+from hephaestus.telemetry._emit import _by_event, emit
+
+__all__ = [
+    "engine_advance",
+    "runner_init",
+    "step_async",
+    "step_exception",
+    "step_resume",
+    "step_start",
+    "step_stop",
+    "workflow_exception",
+    "workflow_start",
+    "workflow_stop",
+    "workflow_transition",
+]
+
+
+def _meta(instance: Instance, **extra: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = dict(instance.telemetry_metadata)
+    metadata["instance_id"] = instance.id
+    metadata["workflow"] = instance.workflow
+    metadata["workflow_version"] = instance.workflow_version
+    metadata.update(extra)
+    return metadata
+
+
+def _since_created(instance: Instance) -> float:
+    return max(0.0, time.time() - instance.created_at.timestamp())
+
+
+def workflow_start(instance: Instance, **extra: Any) -> None:
+    if ev.WORKFLOW_START in _by_event:
+        emit(
+            ev.WORKFLOW_START,
+            {"system_time": time.time()},
+            _meta(instance, initial_step=sorted(instance.active_steps), **extra),
+        )
+
+
+def workflow_stop(instance: Instance, **extra: Any) -> None:
+    if ev.WORKFLOW_STOP in _by_event:
+        emit(
+            ev.WORKFLOW_STOP,
+            {"duration": _since_created(instance), "step_count": len(instance.completed_steps)},
+            _meta(instance, status=instance.status.value, **extra),
+        )
+
+
+def workflow_exception(instance: Instance, **extra: Any) -> None:
+    if ev.WORKFLOW_EXCEPTION in _by_event:
+        emit(
+            ev.WORKFLOW_EXCEPTION,
+            {"duration": _since_created(instance)},
+            _meta(
+                instance, status=instance.status.value, kind="error", reason=instance.error, **extra
+            ),
+        )
+
+
+def workflow_transition(
+    instance: Instance, from_step: str, event: str, targets: list[str], **extra: Any
+) -> None:
+    if ev.WORKFLOW_TRANSITION in _by_event:
+        emit(
+            ev.WORKFLOW_TRANSITION,
+            {"targets_count": len(targets)},
+            _meta(
+                instance,
+                from_step=from_step,
+                event=event,
+                targets=targets,
+                fan_out=len(targets) > 1,
+                **extra,
+            ),
+        )
+
+
+def step_start(instance: Instance, step: str, attempt: int, **extra: Any) -> None:
+    if ev.STEP_START in _by_event:
+        emit(
+            ev.STEP_START,
+            {"system_time": time.time()},
+            _meta(instance, step=step, attempt=attempt, **extra),
+        )
+
+
+def step_stop(
+    instance: Instance, step: str, attempt: int, duration: float, event: str, **extra: Any
+) -> None:
+    if ev.STEP_STOP in _by_event:
+        emit(
+            ev.STEP_STOP,
+            {"duration": duration},
+            _meta(instance, step=step, attempt=attempt, event=event, **extra),
+        )
+
+
+def step_exception(
+    instance: Instance,
+    step: str,
+    attempt: int,
+    duration: float,
+    reason: str,
+    *,
+    exception: BaseException | None = None,
+    will_retry: bool,
+    **extra: Any,
+) -> None:
+    if ev.STEP_EXCEPTION in _by_event:
+        emit(
+            ev.STEP_EXCEPTION,
+            {"duration": duration},
+            _meta(
+                instance,
+                step=step,
+                attempt=attempt,
+                kind="exception" if exception is not None else "error",
+                reason=reason,
+                exception=exception,
+                will_retry=will_retry,
+                **extra,
+            ),
+        )
+
+
+def step_async(instance: Instance, step: str, attempt: int, duration: float, **extra: Any) -> None:
+    if ev.STEP_ASYNC in _by_event:
+        emit(
+            ev.STEP_ASYNC,
+            {"duration": duration},
+            _meta(
+                instance, step=step, attempt=attempt, instance_status=instance.status.value, **extra
+            ),
+        )
+
+
+def step_resume(
+    instance: Instance,
+    step: str,
+    event: str,
+    source: str,
+    wait_duration: float | None,
+    **extra: Any,
+) -> None:
+    if ev.STEP_RESUME in _by_event:
+        emit(
+            ev.STEP_RESUME,
+            {"system_time": time.time(), "wait_duration": wait_duration},
+            _meta(instance, step=step, resume_event=event, source=source, **extra),
+        )
+
+
+def engine_advance(
+    instance: Instance, duration: float, completed_in_advance: int, **extra: Any
+) -> None:
+    if ev.ENGINE_ADVANCE in _by_event:
+        emit(
+            ev.ENGINE_ADVANCE,
+            {
+                "duration": duration,
+                "active_steps_count": len(instance.active_steps),
+                "completed_in_advance": completed_in_advance,
+            },
+            _meta(instance, status_after=instance.status.value, **extra),
+        )
+
+
+def runner_init(runner: str, storage: str, **extra: Any) -> None:
+    if ev.RUNNER_INIT in _by_event:
+        emit(
+            ev.RUNNER_INIT,
+            {"system_time": time.time()},
+            {"runner": runner, "storage": storage, **extra},
+        )
+
+
+def metadata_of(instance: Instance) -> Mapping[str, Any]:
+    """The metadata every event of `instance` carries (for handlers that need it elsewhere)."""
+    return _meta(instance)

@@ -1,0 +1,129 @@
+"""A runner process killed with SIGKILL loses nothing and repeats no completed step.
+
+A subprocess starts instances of `CrashFlow` (fan-out, join, a durable 0.4 s
+timer) on a SQLite file and is killed mid-flight, twice; a third process
+recovers the file. Every instance must complete, every durable timer must
+fire exactly once, and no step may run again after its completion was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hephaestus import Instance, Status
+from hephaestus.storage.base import Query
+from hephaestus.storage.sqlite import SQLiteStorage
+
+WORKER = Path(__file__).parent / "crash" / "worker.py"
+INSTANCES = 150
+
+
+def _spawn(db: Path, log: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "CRASH_LOG": str(log)}
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(db), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _executions(log: Path) -> list[tuple[str, str, int, float]]:
+    if not log.exists():
+        return []
+    rows = []
+    for line in log.read_text().splitlines():
+        instance_id, step, attempt, started = line.split()
+        rows.append((instance_id, step, int(attempt), float(started)))
+    return rows
+
+
+def _kill_when(process: subprocess.Popen[str], ready: Callable[[], bool]) -> None:
+    """SIGKILL `process` as soon as `ready()` says so."""
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the worker made no progress"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=10)  # reap it and close its pipes
+    assert process.returncode == -signal.SIGKILL
+
+
+def _stored(db: Path) -> list[Instance]:
+    async def read() -> list[Instance]:
+        async with SQLiteStorage(db) as storage:
+            return await storage.query(Query())
+
+    return asyncio.run(read())
+
+
+@pytest.mark.slow
+def test_sigkilled_runner_recovers_every_instance_without_repeating_completed_steps(
+    tmp_path: Path,
+) -> None:
+    db, log = tmp_path / "crash.db", tmp_path / "executions.log"
+
+    first = _spawn(db, log, "start", str(INSTANCES))
+    # Mid-flight: steps have started, few instances got far.
+    _kill_when(first, lambda: len(_executions(log)) >= INSTANCES)
+    after_first = _stored(db)
+    assert len(after_first) == INSTANCES, "every acknowledged start must survive the kill"
+    assert any(i.status is not Status.COMPLETED for i in after_first)
+
+    # Second kill while durable timers are pending.
+    second = _spawn(db, log, "recover")
+    _kill_when(second, lambda: any(i.timers for i in _stored(db)))
+    assert any(i.status is not Status.COMPLETED for i in _stored(db))
+
+    third = _spawn(db, log, "recover")
+    out, err = third.communicate(timeout=120)
+    assert third.returncode == 0, err
+    assert "all finished" in out
+
+    instances = _stored(db)
+    assert len(instances) == INSTANCES
+    assert {i.status for i in instances} == {Status.COMPLETED}, [
+        (i.id, i.status, i.error) for i in instances if i.status is not Status.COMPLETED
+    ]
+
+    runs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for instance_id, step, _attempt, started in _executions(log):
+        runs[(instance_id, step)].append(started)
+
+    for instance in instances:
+        history = [entry.step for entry in instance.execution_history]
+        # Every step ran, once in the history; the durable timer fired exactly once.
+        assert sorted(history) == sorted(
+            [
+                "crash_prepare",
+                "crash_left",
+                "crash_right",
+                "crash_join",
+                "wait",
+                "crash_after_timer",
+                "done",
+            ]
+        ), (instance.id, history)
+        assert instance.context.steps["crash_join"]["total"] == (
+            instance.context.initial["n"] * 2 + instance.context.initial["n"] + 1
+        )
+        for entry in instance.execution_history:
+            if entry.step in ("wait", "done"):
+                continue
+            started = runs[(instance.id, entry.step)]
+            assert started, f"{instance.id}: {entry.step} completed without running"
+            # Re-runs are allowed only for attempts interrupted before their result was stored.
+            late = [t for t in started if t > entry.timestamp.timestamp()]
+            assert not late, f"{instance.id}: {entry.step} ran again after it completed"
