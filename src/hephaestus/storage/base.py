@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from hephaestus.core.instance import Instance, Status
+from hephaestus.errors import AlreadyRunningError, ConcurrencyError, InstanceNotFoundError
 
-__all__ = ["Query", "Storage"]
+__all__ = ["Query", "Storage", "StorageStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,10 @@ class Query:
     limit: int | None = None
     after: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 0):
+            raise ValueError(f"Query limit must be None or an int >= 0, got {self.limit!r}")
+
     def matches(self, instance: Instance) -> bool:
         """Whether `instance` passes every filter (paging aside)."""
         return (
@@ -55,6 +60,19 @@ class Query:
             )
             and (self.after is None or instance.id > self.after)
         )
+
+
+@dataclass(slots=True)
+class StorageStats:
+    """What an adapter has written since it was created.
+
+    `writes` counts instances written (created, updated or deleted) and
+    `transactions` the commits that wrote them; with group commit many writes
+    share one transaction. Benchmarks read both to report the cost of a step.
+    """
+
+    transactions: int = 0
+    writes: int = 0
 
 
 @runtime_checkable
@@ -93,3 +111,57 @@ def active_conflict(existing: Instance | None) -> bool:
 
 def as_tuple(values: Iterable[Status] | None) -> tuple[Status, ...] | None:
     return None if values is None else tuple(values)
+
+
+def check_put(
+    instance: Instance,
+    expected_revision: int | None,
+    stored_status: Status | None,
+    stored_revision: int | None,
+) -> None:
+    """Raise the error the storage rules demand for writing `instance` over the stored record.
+
+    `stored_status` and `stored_revision` describe the record that holds
+    `instance.id`, both `None` when there is none. Every adapter calls this
+    before writing, so they all refuse the same writes with the same messages.
+    """
+    if expected_revision is None:
+        if stored_status is not None and stored_status.is_active:
+            raise AlreadyRunningError(
+                f"instance {instance.id} is already {stored_status.value}; wait for it "
+                "to finish or cancel it before starting another with the same id"
+            )
+        return
+    if stored_revision is None:
+        raise InstanceNotFoundError(
+            f"no instance {instance.id} to update at revision {expected_revision}; "
+            "it was never created or has been deleted (create it with expected_revision=None)"
+        )
+    if stored_revision != expected_revision:
+        raise ConcurrencyError(
+            f"instance {instance.id} is at revision {stored_revision}, not {expected_revision}: "
+            "it was changed since it was read; read it again and retry"
+        )
+
+
+def not_found(instance_id: str) -> InstanceNotFoundError:
+    """The error for a read or delete of an id that holds no instance."""
+    return InstanceNotFoundError(
+        f"no workflow instance has id {instance_id!r}; check the id "
+        "(instances are `key::value`) or list instances with query()"
+    )
+
+
+def to_epoch(moment: datetime) -> float:
+    """Seconds since the epoch; a naive `moment` is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def timer_epoch(instance: Instance) -> float | None:
+    """The epoch of the earliest timer of an active instance; `None` when final or timer-less."""
+    if not instance.status.is_active:
+        return None
+    due = instance.next_timer_at
+    return None if due is None else to_epoch(due)

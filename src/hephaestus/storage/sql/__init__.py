@@ -1,0 +1,1 @@
+"""SQL text of the storage adapters, one directory per database, kept as package data."""

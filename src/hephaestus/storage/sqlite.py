@@ -1,0 +1,470 @@
+"""`SQLiteStorage`: the embedded default. One file, no server, safe across crashes.
+
+**Durability.** The database runs in WAL mode with `synchronous=FULL` by
+default: a write is acknowledged (`put` returns) only after SQLite has
+committed it and synced the log to disk, so every acknowledged write survives
+a process kill *and* a power loss. `synchronous="NORMAL"` skips the sync on
+each commit: acknowledged writes still survive a killed or crashed process,
+but the last ones may be lost if the machine loses power.
+
+**Group commit.** Syncing the disk is what a commit costs, so concurrent
+writes share commits. Each `put` queues its instance and waits; one writer
+task takes everything queued and applies it in a single transaction, then
+answers every waiting `put`. While a batch is being committed the next one
+gathers, so the busier the engine, the more writes each commit carries. Each
+write is checked on its own: a stale revision (`ConcurrencyError`), a create
+over an active instance (`AlreadyRunningError`) or an update of a missing one
+(`InstanceNotFoundError`) fails that `put` alone and writes nothing for it,
+while the rest of the batch commits. Writes for the same id in one batch are
+applied in the order they were made, each seeing the one before. No `put`
+returns before the commit that holds its write has returned.
+
+**One thread.** The connection is owned by one dedicated worker thread and
+every SQLite call, read or write, runs there, so the event loop never waits
+on the disk and the connection is never shared between threads. Reads wait
+behind a commit in progress and so never see a write before it is committed.
+
+**Schema.** One table, `workflow_instances`; each row holds the instance as
+JSON plus the columns queries filter on, and the due time of the earliest
+timer of an active instance. The schema version is the database's
+`user_version`; `open()` applies the migrations the file lacks, and refuses a
+file written by a newer Hephaestus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+from hephaestus.core.instance import Instance, Status
+from hephaestus.errors import HephaestusError, StorageError
+from hephaestus.storage._sql import Migration, load_migrations, load_queries
+from hephaestus.storage.base import (
+    Query,
+    StorageStats,
+    check_put,
+    not_found,
+    timer_epoch,
+    to_epoch,
+)
+
+__all__ = ["SQLiteStorage"]
+
+Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
+_SYNCHRONOUS: tuple[Synchronous, ...] = ("FULL", "NORMAL", "EXTRA")
+
+_SQL_PACKAGE = "hephaestus.storage.sql.sqlite"
+MIGRATIONS: tuple[Migration, ...] = load_migrations(_SQL_PACKAGE)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+_Q = load_queries(_SQL_PACKAGE)
+
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class _Write:
+    """A queued `put`: the row to write, the revision it expects, the caller waiting."""
+
+    instance: Instance
+    expected_revision: int | None
+    row: tuple[Any, ...]
+    future: asyncio.Future[None]
+
+
+class SQLiteStorage:
+    """Instances in one SQLite file (WAL mode); see the module docstring for the guarantees.
+
+    Use it as `async with SQLiteStorage("app.db") as storage:` or hand it to
+    `Hephaestus(storage=...)`, which opens and closes it. `timeout` is how many
+    seconds a write waits for another process holding the file's write lock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "hephaestus.db",
+        *,
+        synchronous: Synchronous = "FULL",
+        timeout: float = 5.0,
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            raise ValueError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        self.path = os.fspath(path)
+        self.synchronous: Synchronous = synchronous
+        self.timeout = timeout
+        self.stats = StorageStats()
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._pending: list[_Write] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({self.path!r}, synchronous={self.synchronous!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the file (created if missing), switch it to WAL and bring the schema up to date."""
+        if self._executor is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hephaestus-sqlite")
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+        except BaseException:
+            executor.shutdown(wait=True)
+            raise
+        self._executor = executor
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Commit every queued write, close the connection and stop the thread."""
+        executor = self._executor
+        if executor is None:
+            return
+        self._state = "closing"
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+        finally:
+            self._executor = None
+            self._state = "closed"
+            executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the contract ------------------------------------------------------------------------
+
+    async def get(self, instance_id: str) -> Instance:
+        document = await self._run(self._fetch_document, instance_id)
+        if document is None:
+            raise not_found(instance_id)
+        return Instance.from_json(document)
+
+    async def put(self, instance: Instance, expected_revision: int | None) -> None:
+        self._check_open()
+        row = (
+            instance.id,
+            instance.workflow,
+            instance.workflow_version,
+            instance.status.value,
+            instance.revision,
+            timer_epoch(instance),
+            instance.created_at.isoformat(),
+            instance.updated_at.isoformat(),
+            instance.to_json(),
+        )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(instance, expected_revision, row, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued(), name=f"{self!r} writer")
+        await future
+
+    async def delete(self, instance_id: str) -> None:
+        if not await self._run(self._delete, instance_id):
+            raise not_found(instance_id)
+
+    async def query(self, query: Query) -> list[Instance]:
+        select = _select(query)
+        if select is None:
+            return []
+        documents = await self._run(self._fetch_all, *select)
+        return [Instance.from_json(document) for document in documents]
+
+    async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
+        if limit <= 0:
+            return []
+        rows = await self._run(self._fetch_all, _Q["due_timers"], (to_epoch(now), limit))
+        return [str(instance_id) for instance_id in rows]
+
+    async def next_timer_at(self) -> datetime | None:
+        rows = await self._run(self._fetch_all, _Q["next_timer_at"], ())
+        earliest = rows[0] if rows else None
+        return None if earliest is None else datetime.fromtimestamp(earliest, UTC)
+
+    # -- group commit (event loop side) --------------------------------------------------------
+
+    async def _write_queued(self) -> None:
+        """Commit queued writes, batch after batch, until the queue is empty."""
+        loop = asyncio.get_running_loop()
+        executor = self._executor
+        assert executor is not None  # close() waits for this task before dropping the thread
+        batch: list[_Write] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = await loop.run_in_executor(executor, self._write_batch, batch)
+                except Exception as exc:
+                    # The whole transaction failed: every write of the batch failed with it.
+                    message = str(exc) if isinstance(exc, StorageError) else f"{self!r}: {exc!r}"
+                    _fail(batch, message, exc)
+                else:
+                    for write, outcome in zip(batch, outcomes, strict=True):
+                        if write.future.done():  # its caller was cancelled
+                            continue
+                        if outcome is None:
+                            write.future.set_result(None)
+                        else:
+                            write.future.set_exception(outcome)
+                batch = []
+        except BaseException as exc:
+            # Cancelled (the event loop is shutting down): nobody will commit these now.
+            _fail([*batch, *self._pending], _INTERRUPTED.format(path=self.path), exc)
+            self._pending = []
+            raise
+        finally:
+            self._writer = None
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise self._closed_error()
+
+    def _closed_error(self) -> StorageError:
+        state = "not open yet" if self._state == "new" else "closed"
+        return StorageError(
+            f"SQLite storage {self.path} is {state}; open it first "
+            "(`await storage.open()` or `async with SQLiteStorage(...)`)"
+        )
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        self._check_open()
+        executor = self._executor
+        assert executor is not None
+        return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+    # -- worker thread side ----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.path
+        if path != ":memory:":
+            target = Path(path)
+            if not target.resolve().parent.is_dir():
+                raise StorageError(
+                    f"cannot open SQLite database {path}: directory "
+                    f"{target.resolve().parent} does not exist; create it first or choose "
+                    "another path"
+                )
+            if target.is_dir():
+                raise StorageError(
+                    f"cannot open SQLite database {path}: it is a directory; pass the path "
+                    "of a database file, such as hephaestus.db inside it"
+                )
+        try:
+            conn = sqlite3.connect(
+                path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+                _migrate(conn, path)
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.Error as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                raise StorageError(
+                    f"cannot use {path} as a Hephaestus database ({exc}): it is not a SQLite "
+                    "database or it is damaged; pass the path of a Hephaestus database or of "
+                    "a file that does not exist yet"
+                ) from exc
+            raise StorageError(
+                f"cannot open SQLite database {path} ({exc}); check that the file and its "
+                "directory may be read and written, and that no other program holds it locked"
+            ) from exc
+        return conn
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise self._closed_error()
+        return self._conn
+
+    def _write_batch(self, batch: list[_Write]) -> list[HephaestusError | None]:
+        """Apply `batch` in one transaction; a refused write fails alone and writes nothing."""
+        conn = self._connection()
+        outcomes: list[HephaestusError | None] = []
+        written = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write in batch:
+                stored = conn.execute(_Q["get_version"], (write.instance.id,)).fetchone()
+                try:
+                    check_put(
+                        write.instance,
+                        write.expected_revision,
+                        None if stored is None else Status(stored[0]),
+                        None if stored is None else stored[1],
+                    )
+                except HephaestusError as refused:
+                    outcomes.append(refused)
+                    continue
+                conn.execute(_Q["upsert"], write.row)
+                outcomes.append(None)
+                written += 1
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise StorageError(
+                f"SQLite database {self.path}: writing {len(batch)} instance(s) failed ({exc}); "
+                "nothing of them was stored"
+            ) from exc
+        except BaseException:
+            _rollback(conn)
+            raise
+        if written:
+            self.stats.transactions += 1
+            self.stats.writes += written
+        return outcomes
+
+    def _fetch_document(self, instance_id: str) -> str | None:
+        row = self._guarded(self._connection().execute, _Q["get_document"], (instance_id,))
+        found = row.fetchone()
+        return None if found is None else str(found[0])
+
+    def _fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        cursor = self._guarded(self._connection().execute, sql, params)
+        return [row[0] for row in cursor.fetchall()]
+
+    def _delete(self, instance_id: str) -> bool:
+        cursor = self._guarded(self._connection().execute, _Q["delete"], (instance_id,))
+        if cursor.rowcount == 0:
+            return False
+        self.stats.transactions += 1
+        self.stats.writes += 1
+        return True
+
+    def _guarded(self, function: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return function(*args)
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite database {self.path}: {exc}") from exc
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Apply the migrations `conn`'s database lacks, each in its own transaction."""
+    version = _user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"database {path} has schema version {version}, newer than the {SCHEMA_VERSION} "
+            "this Hephaestus knows; upgrade hephaestus-workflows to open it"
+        )
+    for migration in MIGRATIONS:
+        if migration.version <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if _user_version(conn) < migration.version:
+                for statement in _statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {migration.version:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _statements(script: str) -> list[str]:
+    """Split a SQL script into complete statements (`execute` runs one at a time)."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    rest = [line for line in current.splitlines() if not line.strip().startswith("--")]
+    if "".join(rest).strip():
+        raise ValueError(f"incomplete SQL statement in a migration: {current.strip()!r}")
+    return statements
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # The transaction may already be gone: SQLite rolls back by itself on some errors.
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _fail(writes: list[_Write], message: str, cause: BaseException) -> None:
+    """Answer each still-waiting `put` of `writes` with its own `StorageError`."""
+    for write in writes:
+        if not write.future.done():
+            failure = StorageError(message)
+            failure.__cause__ = cause
+            write.future.set_exception(failure)
+
+
+_INTERRUPTED = (
+    "SQLite database {path}: the write was interrupted before its commit was confirmed; "
+    "read the instance to see whether it was stored"
+)
+
+
+def _select(query: Query) -> tuple[str, tuple[Any, ...]] | None:
+    """The SQL and parameters of `query`, or `None` when it can match nothing."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if query.id is not None:
+        clauses.append("id = ?")
+        params.append(query.id)
+    if query.status is not None:
+        clauses.append("status = ?")
+        params.append(str(query.status))
+    if query.status_in is not None:
+        if not query.status_in:
+            return None
+        clauses.append(f"status IN ({', '.join('?' * len(query.status_in))})")
+        params.extend(str(status) for status in query.status_in)
+    if query.workflow is not None:
+        clauses.append("workflow = ?")
+        params.append(query.workflow)
+    if query.workflow_in is not None:
+        if not query.workflow_in:
+            return None
+        clauses.append(f"workflow IN ({', '.join('?' * len(query.workflow_in))})")
+        params.extend(query.workflow_in)
+    if query.workflow_version is not None:
+        clauses.append("workflow_version = ?")
+        params.append(query.workflow_version)
+    if query.after is not None:
+        clauses.append("id > ?")
+        params.append(query.after)
+    sql = _Q["select_documents"].rstrip(";")
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY id"
+    if query.limit is not None:
+        sql += " LIMIT ?"
+        params.append(query.limit)
+    return sql, tuple(params)
