@@ -5,6 +5,7 @@ instances at once, persists every state change, parks instances that wait for
 an event or a timer, and recovers them after a crash. No server to run.
 """
 
+from hephaestus.app import Hephaestus
 from hephaestus.core.context import Context
 from hephaestus.core.definition import route
 from hephaestus.core.instance import ExecutionEntry, Instance, Status
@@ -41,7 +42,10 @@ from hephaestus.errors import (
     UnreachableStepError,
     WorkflowDefinitionError,
 )
+from hephaestus.runners.local import LocalRunner
 from hephaestus.steps import Debug, Done, Wait, WaitForEvent
+from hephaestus.storage.memory import MemoryStorage
+from hephaestus.storage.sqlite import SQLiteStorage
 from hephaestus.workflow import Workflow
 
 __version__ = "0.1.0"
@@ -60,6 +64,7 @@ __all__ = [
     "Error",
     "EventNotDeclaredError",
     "ExecutionEntry",
+    "Hephaestus",
     "HephaestusError",
     "Instance",
     "InstanceNotFoundError",
@@ -74,10 +79,13 @@ __all__ = [
     "InvalidUniqueError",
     "InvalidVersionsError",
     "LeafNotDoneError",
+    "LocalRunner",
+    "MemoryStorage",
     "MissingTransitionError",
     "Ok",
     "Retry",
     "RuntimeNotFoundError",
+    "SQLiteStorage",
     "Status",
     "Step",
     "StorageError",

@@ -23,6 +23,7 @@ from hephaestus.core.instance import Instance, Status
 from hephaestus.core.outcomes import Async, Error, Ok
 from hephaestus.errors import WorkflowDefinitionError
 from hephaestus.telemetry import lifecycle
+from hephaestus.telemetry._emit import any_listener
 
 __all__ = [
     "Clock",
@@ -140,6 +141,8 @@ def report_advance(
     source: str = "event",
 ) -> None:
     """Emit the telemetry of one persisted engine decision."""
+    if not any_listener():
+        return  # the common case: nobody listens, so skip working out what happened
     outcome = run.outcome if run is not None else None
     if isinstance(outcome, str):
         outcome = Ok(outcome)

@@ -13,7 +13,7 @@ from typing import Any
 
 from hephaestus.telemetry.events import ALL_EVENTS
 
-__all__ = ["Handler", "attach", "attached", "detach", "emit", "enabled"]
+__all__ = ["Handler", "any_listener", "attach", "attached", "detach", "emit", "enabled"]
 
 Handler = Callable[[str, Mapping[str, Any], Mapping[str, Any], Any], None]
 """`handler(event, measurements, metadata, config)`."""
@@ -58,6 +58,11 @@ def detach(handler_id: str) -> bool:
 def attached() -> set[str]:
     """Ids of every attached handler."""
     return {entry[0] for entries in _by_event.values() for entry in entries}
+
+
+def any_listener() -> bool:
+    """Whether any handler is attached at all (lets runners skip telemetry work wholesale)."""
+    return bool(_by_event)
 
 
 def enabled(event: str) -> bool:
