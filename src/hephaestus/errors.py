@@ -18,7 +18,7 @@ anything is written, so nothing is ever half-stored.
     │   ├── InvalidTransitionError           a transition key or target is malformed
     │   ├── InvalidRouteError                a dynamic route is malformed
     │   ├── InvalidStepError                 a step class is malformed
-    │   └── InvalidVersionsError             an umbrella's `versions`/`current` are wrong
+    │   └── InvalidVersionsError             bad `version`, or an umbrella's `versions`/`current`
     ├── InstanceNotFoundError              no instance with that id
     ├── InstanceNotWaitingError            the instance has nothing waiting for an event
     ├── InvalidEventError                  no waiting step declares the event
@@ -129,7 +129,7 @@ class InvalidStepError(WorkflowDefinitionError):
 
 
 class InvalidVersionsError(WorkflowDefinitionError):
-    """An umbrella workflow's `versions` or `current` is wrong."""
+    """A workflow's `version`, or an umbrella workflow's `versions` or `current`, is wrong."""
 
 
 class InstanceNotFoundError(HephaestusError):

@@ -21,39 +21,70 @@ _EMPTY: Mapping[str, Any] = {}
 
 
 def to_json_value(value: Any, *, what: str) -> Any:
-    """Return a JSON-normalised copy of `value` (tuples become lists, keys are str).
+    """Return a JSON-normalised copy of `value` (tuples become lists).
 
     Raises `ContextSerializationError` naming `what` and the offending key when
-    `value` is not JSON-serialisable.
+    `value` is not JSON-serialisable. Dict keys must be str: `json` would turn
+    `1`, `True` or `None` into `"1"`, `"true"`, `"null"` (and silently drop one
+    of `{1: ..., "1": ...}`), so the data read back would not be what was written.
     """
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        culprit = _find_culprit(value, what)
+        culprit = _find_culprit(value, what, frozenset())
         raise ContextSerializationError(
-            f"{culprit} is not JSON-serialisable ({exc}); pass only dicts with str keys, "
-            "lists, str, int, finite float, bool and None (convert dates to ISO strings, "
-            "Decimals to str)"
+            f"{culprit} is not JSON-serialisable ({exc}); {_ALLOWED}"
         ) from exc
+    bad_key = _find_non_str_key(value, what)
+    if bad_key is not None:
+        raise ContextSerializationError(f"{bad_key}; {_ALLOWED}")
+    return json.loads(text)
 
 
-def _find_culprit(value: Any, path: str) -> str:
+_ALLOWED = (
+    "pass only dicts with str keys, lists, str, int, finite float, bool and None "
+    "(convert dates to ISO strings, Decimals to str)"
+)
+
+
+def _find_culprit(value: Any, path: str, seen: frozenset[int]) -> str:
     """Walk `value` to name the first key whose value breaks JSON."""
+    if id(value) in seen:
+        return f"{path} (a circular reference)"
     if isinstance(value, Mapping):
+        inner = seen | {id(value)}
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has a non-str key {key!r}"
             try:
                 json.dumps(item, allow_nan=False)
             except (TypeError, ValueError):
-                return _find_culprit(item, f"{path}[{key!r}]")
+                return _find_culprit(item, f"{path}[{key!r}]", inner)
     elif isinstance(value, list | tuple):
+        inner = seen | {id(value)}
         for index, item in enumerate(value):
             try:
                 json.dumps(item, allow_nan=False)
             except (TypeError, ValueError):
-                return _find_culprit(item, f"{path}[{index}]")
+                return _find_culprit(item, f"{path}[{index}]", inner)
     return f"{path} (a {type(value).__name__})"
+
+
+def _find_non_str_key(value: Any, path: str) -> str | None:
+    """Name the first dict key that is not a str, or `None`; `value` is known to be acyclic."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a non-str key {key!r}"
+            found = _find_non_str_key(item, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _find_non_str_key(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
-from hephaestus.core.context import Context
+from hephaestus.core.context import Context, to_json_value
 from hephaestus.core.keys import Unique
 from hephaestus.core.step import Step
 from hephaestus.errors import (
+    ContextSerializationError,
     InvalidRouteError,
     InvalidTransitionError,
     InvalidUniqueError,
@@ -337,7 +338,12 @@ def parse_target(
         and issubclass(raw[0], Step)
         and isinstance(raw[1], Mapping)
     ):
-        return raw[0], dict(raw[1])
+        # Configs are stored in every instance, so they must round-trip through JSON exactly.
+        try:
+            config = to_json_value(dict(raw[1]), what=f"the config of {raw[0].__name__}")
+        except ContextSerializationError as exc:
+            raise error(f"{where}: {exc}") from exc
+        return raw[0], config
     raise error(f"{where}: expected a Step class or a (Step, config dict) pair, got {raw!r}")
 
 

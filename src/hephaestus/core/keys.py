@@ -20,9 +20,10 @@ __all__ = ["SCOPES", "Scope", "Unique", "build_id", "parse_id", "validate_id", "
 Scope = Literal["workflow", "version", "global", "none"]
 SCOPES: tuple[Scope, ...] = ("workflow", "version", "global", "none")
 
-_KEY = re.compile(r"^[a-z0-9]+$")
-_SUFFIX = re.compile(r"^[0-9a-f]{8}$")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, which would let "abc\n" in.
+_KEY = re.compile(r"^[a-z0-9]+\Z")
+_SUFFIX = re.compile(r"^[0-9a-f]{8}\Z")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 SEPARATOR = "::"
 
 
@@ -61,16 +62,20 @@ def build_id(key: str, value: str) -> str:
             f"business key value {value!r} for key {key!r} is malformed: use lowercase letters "
             "and digits ([a-z0-9]+) or a lowercase UUID"
         )
-    if not _KEY.match(key):
+    if not isinstance(key, str) or not _KEY.match(key):
         raise InvalidBusinessKeyError(f"business key {key!r} is malformed: use [a-z0-9]+")
     return f"{key}{SEPARATOR}{value}"
 
 
 def with_suffix(instance_id: str, suffix: str) -> str:
     """`key::value` -> `key::value::suffix`, the distinct id of a scope-`none` start."""
-    if not _SUFFIX.match(suffix):
+    if not isinstance(suffix, str) or not _SUFFIX.match(suffix):
         raise InvalidBusinessKeyError(f"id suffix {suffix!r} must be 8 lowercase hex digits")
-    return f"{validate_id(instance_id)}{SEPARATOR}{suffix}"
+    if validate_id(instance_id).count(SEPARATOR) != 1:
+        raise InvalidBusinessKeyError(
+            f"instance id {instance_id!r} already has a suffix; pass the 'key::value' id"
+        )
+    return f"{instance_id}{SEPARATOR}{suffix}"
 
 
 def parse_id(instance_id: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ often a failed step is tried again and how long to wait in between.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,6 +17,8 @@ __all__ = ["Async", "Error", "Ok", "Outcome", "Retry"]
 
 Backoff = Literal["exponential", "linear", "constant"]
 _BACKOFFS = ("exponential", "linear", "constant")
+# 2.0 ** 1100 overflows; any exponent past this already exceeds every sensible cap.
+_MAX_EXPONENT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +71,24 @@ class Retry:
     max_backoff: float = 30.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
             raise ValueError(f"Retry.max_attempts must be an int >= 1, got {self.max_attempts!r}")
         if self.backoff not in _BACKOFFS:
             raise ValueError(f"Retry.backoff must be one of {_BACKOFFS}, got {self.backoff!r}")
-        if self.base < 0 or self.max_backoff < 0:
-            raise ValueError("Retry.base and Retry.max_backoff must not be negative")
+        for name, value in (("base", self.base), ("max_backoff", self.max_backoff)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or math.isnan(value)
+                or value < 0
+            ):
+                raise ValueError(f"Retry.{name} must be a number of seconds >= 0, got {value!r}")
+        if math.isinf(self.base):
+            raise ValueError("Retry.base must be finite; use max_backoff to cap the wait")
 
     def delay(self, failed_attempt: int) -> float:
         """Seconds to wait after attempt number `failed_attempt` (1-based) failed."""
@@ -82,5 +97,5 @@ class Retry:
         elif self.backoff == "linear":
             wait = self.base * failed_attempt
         else:
-            wait = self.base * 2.0 ** (failed_attempt - 1)
+            wait = self.base * 2.0 ** min(failed_attempt - 1, _MAX_EXPONENT)
         return min(wait, self.max_backoff)

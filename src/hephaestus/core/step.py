@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Step", "snake_case"]
 
-NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*$")
+# `\Z`, not `$`: `$` also matches before a trailing newline.
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]*\Z")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -97,7 +98,8 @@ def _check_step(cls: type[Step]) -> None:
         raise InvalidStepError(f"step {name}: `retry` must be a Retry(...), got {cls.retry!r}")
     timeout = cls.timeout
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
+        # `not timeout > 0` also rejects NaN, which compares false with everything.
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
     ):
         raise InvalidStepError(
             f"step {name}: `timeout` must be a positive number of seconds or None, got {timeout!r}"

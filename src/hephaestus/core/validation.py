@@ -11,11 +11,12 @@ The rules, in the order they are checked:
 4. Dynamic routes declare their targets and do not clash with a static transition.
 5. No two steps share a context key.
 6. Every event used in a transition is declared by its step.
-7. The graph is acyclic.
-8. Every step is reachable from `start`.
-9. Every path ends at `Done`: a step with no transitions is an error.
-10. Every declared event has a transition (`Done`'s own event excepted).
-11. Parallel branches of a fan-out meet at a join step before `Done`.
+7. A terminal step (`Done`) has no transitions.
+8. The graph is acyclic.
+9. Every step is reachable from `start`.
+10. Every path ends at `Done`: a step with no transitions is an error.
+11. Every declared event has a transition (`Done`'s own event excepted).
+12. Parallel branches of a fan-out meet at a join step before `Done`.
 """
 
 from __future__ import annotations
@@ -50,15 +51,16 @@ from hephaestus.errors import (
     CycleError,
     DuplicateStepKeyError,
     EventNotDeclaredError,
+    InvalidRouteError,
     InvalidStartError,
     InvalidStepError,
     InvalidTransitionError,
     InvalidUniqueError,
+    InvalidVersionsError,
     LeafNotDoneError,
     MissingTransitionError,
     UnconvergedFanOutError,
     UnreachableStepError,
-    WorkflowDefinitionError,
 )
 
 __all__ = ["build_definition"]
@@ -138,6 +140,15 @@ def build_definition(cls: type[BaseWorkflow], routes: Sequence[Route]) -> Workfl
             )
 
     graph = {key: tuple(successors.get(key, ())) for key in nodes}
+    # Checked before cycles: a transition out of Done usually closes a loop back into the
+    # graph, and "Done cannot have transitions" is the message that points at the mistake.
+    for key, node in nodes.items():
+        if node.step.terminal and graph[key]:
+            raise InvalidTransitionError(
+                f"workflow {name}: {node.name} is terminal and cannot have transitions; "
+                f"remove the transition(s) from {node.name}"
+            )
+
     cycle = find_cycle(graph)
     if cycle is not None:
         path = " -> ".join(nodes[key].name for key in cycle)
@@ -153,10 +164,6 @@ def build_definition(cls: type[BaseWorkflow], routes: Sequence[Route]) -> Workfl
 
     for key, node in nodes.items():
         if node.step.terminal:
-            if graph[key]:
-                raise InvalidTransitionError(
-                    f"workflow {name}: {node.name} is terminal and cannot have transitions"
-                )
             continue
         if not graph[key]:
             raise LeafNotDoneError(
@@ -204,9 +211,7 @@ def _check_unique_and_version(cls: type[BaseWorkflow]) -> None:
         )
     version = cls.version
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise WorkflowDefinitionError(
-            f"workflow {name}: version must be an int >= 1, got {version!r}"
-        )
+        raise InvalidVersionsError(f"workflow {name}: version must be an int >= 1, got {version!r}")
 
 
 def _collect_transitions(
@@ -253,14 +258,17 @@ def _collect_routes(
         source = steps.add(found.step, None, where)
         key = (source, found.event)
         if key in edges or key in specs:
-            raise InvalidTransitionError(
+            raise InvalidRouteError(
                 f"{where}: ({found.step.__qualname__}, {found.event!r}) already has a "
                 "transition; a (step, event) pair has either a transition or a route"
             )
         targets: list[str] = []
         for raw in found.targets:
-            target, config = parse_target(raw, where, InvalidTransitionError)
-            targets.append(steps.add(target, config, where))
+            target, config = parse_target(raw, where, InvalidRouteError)
+            target_key = steps.add(target, config, where)
+            if target_key in targets:
+                raise InvalidRouteError(f"{where} lists {target.__qualname__} twice in targets")
+            targets.append(target_key)
         specs[key] = RouteSpec(
             step=source,
             event=found.event,

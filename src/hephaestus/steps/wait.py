@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +24,13 @@ def delay_seconds(config: Mapping[str, Any] | None) -> float:
         raise ValueError('Wait needs a config like {"duration": 5, "unit": "minute"}')
     duration = config.get("duration")
     unit = config.get("unit", "second")
-    if isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0:
-        raise ValueError(f"Wait duration must be a number >= 0, got {duration!r}")
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, int | float)
+        or not math.isfinite(duration)
+        or duration < 0
+    ):
+        raise ValueError(f"Wait duration must be a finite number >= 0, got {duration!r}")
     if unit not in UNIT_SECONDS:
         raise ValueError(f"Wait unit must be one of {sorted(UNIT_SECONDS)}, got {unit!r}")
     return float(duration) * UNIT_SECONDS[unit]

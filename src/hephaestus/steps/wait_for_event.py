@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +34,17 @@ class WaitForEvent(Step):
             raise ValueError(f"event_name {config['event_name']!r} is not a valid event name")
         timeout = config.get("timeout_ms")
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout < 0
         ):
             raise ValueError(f"timeout_ms must be a number of milliseconds >= 0, got {timeout!r}")
+        if timeout is not None and config["event_name"] == "timeout":
+            raise ValueError(
+                "event_name 'timeout' clashes with the event the timeout_ms timer emits; "
+                "name the awaited event differently"
+            )
 
     @classmethod
     def events_for(cls, config: Mapping[str, Any] | None) -> tuple[str, ...]:
