@@ -1152,3 +1152,38 @@ class TestLoadWorkflow:
             match=r"workflow 'nowhere_at_all.Missing' cannot be found: import the module",
         ):
             load_workflow("nowhere_at_all.Missing")
+
+
+def test_tags_given_as_a_bare_string_are_rejected() -> None:
+    with pytest.raises(WorkflowDefinitionError, match="tags must be a tuple of str"):
+
+        class BareTagFlow(Workflow):
+            unique = Unique(key="baretag")
+            tags = "orders"
+            start = TagStep
+            transitions = {(TagStep, "ok"): Done}
+
+
+def test_umbrella_current_true_is_not_version_one() -> None:
+    with pytest.raises(InvalidVersionsError, match="current = True"):
+
+        class BoolCurrentFlow(Workflow):
+            unique = Unique(key="boolcurrent")
+            versions = {1: TagFlowV1}
+            current = True
+
+
+class TagStep(Step):
+    events = ("ok",)
+
+
+class TagFlowV1(Workflow):
+    unique = Unique(key="tagflow")
+    version = 1
+    tags = ("orders", "eu")
+    start = TagStep
+    transitions = {(TagStep, "ok"): Done}
+
+
+def test_tags_are_kept_on_the_definition() -> None:
+    assert TagFlowV1.definition().tags == ("orders", "eu")

@@ -292,7 +292,7 @@ def _check_umbrella(cls: type[BaseWorkflow]) -> None:
                 f"umbrella workflow {name}: versions[{number}] = {version_cls.__qualname__} "
                 f"declares version = {version_cls.version}; make them match"
             )
-    if cls.current not in versions:
+    if isinstance(cls.current, bool) or cls.current not in versions:
         raise InvalidVersionsError(
             f"umbrella workflow {name}: current = {cls.current!r} is not one of the versions "
             f"{sorted(versions)}"

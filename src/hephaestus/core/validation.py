@@ -194,8 +194,17 @@ def build_definition(cls: type[BaseWorkflow], routes: Sequence[Route]) -> Workfl
         descendants=descendants(graph, order),
         joins=frozenset(key for key, p in preds.items() if len(p) > 1),
         order=tuple(order),
-        tags=tuple(cls.tags),
+        tags=_tags(cls),
     )
+
+
+def _tags(cls: type[BaseWorkflow]) -> tuple[str, ...]:
+    tags = cls.tags
+    if isinstance(tags, str) or not all(isinstance(tag, str) for tag in tags):
+        raise InvalidTransitionError(
+            f"workflow {cls.__qualname__}: tags must be a tuple of str, e.g. tags = ({tags!r},)"
+        )
+    return tuple(tags)
 
 
 def _check_unique_and_version(cls: type[BaseWorkflow]) -> None:
