@@ -7,13 +7,20 @@ caller input (an event nobody waits for, a finished instance) raises, and then
 the instance is untouched.
 
 Join semantics: a step with several predecessors is a join. It runs once,
-when every predecessor has completed or can no longer run because the branch
-leading to it was not taken (dead-path elimination). A step "can still run"
-while it, or a step from which it is reachable, is active or waiting.
+when a completed predecessor's transition has led to it and every other
+predecessor has completed or can no longer run because the branch leading to
+it was not taken (dead-path elimination). A step "can still run" while it, or
+a step from which it is reachable, is active or waiting. A join that no taken
+transition leads to never runs, even if all its predecessors completed.
+
+Where each completed step led is recorded in its history entry (`targets`,
+static or chosen by a route), so "a taken transition leads here" is read back
+from the history.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -152,12 +159,14 @@ def complete_step(
     """Apply what attempt `attempt` of `step` returned (or `Error` for a raised exception).
 
     A result for a step that is no longer active at that attempt (the instance
-    was cancelled or failed, or the result is a duplicate) changes nothing.
+    was cancelled or failed, the attempt already failed and a retry is pending,
+    or the result is a duplicate) changes nothing.
     """
     if (
         instance.status not in (Status.RUNNING, Status.WAITING)
         or step not in instance.active_steps
         or instance.attempts.get(step) != attempt
+        or any(t.kind == "retry" and t.step == step for t in instance.timers)
     ):
         return Advance(instance, [])
     draft = _Draft(instance)
@@ -379,6 +388,9 @@ def recover(instance: Instance) -> list[Command]:
 
 # --- internals --------------------------------------------------------------------------
 
+#: The longest wait a timer may have, in seconds (about 100 years); `datetime` overflows later.
+_MAX_DELAY = 100 * 366 * 86400.0
+
 
 def _fail_draft(draft: _Draft, instance: Instance, reason: str, now: datetime) -> Advance:
     still_running = frozenset(draft.active)
@@ -437,9 +449,19 @@ def _finish(
             draft.context = draft.context.with_updates(step, updates)
         if outcome.metadata is not None:
             metadata = to_json_value(outcome.metadata, what=f"metadata of step {node.name}")
+            if not isinstance(metadata, dict):
+                raise ContextSerializationError(
+                    f"metadata of step {node.name} must be a dict, got {type(metadata).__name__}"
+                )
             draft.metadata = {**draft.metadata, **metadata}
     except ContextSerializationError as exc:
         return f"ContextSerializationError: {exc}"
+    targets = definition.edges.get((step, outcome.event))
+    if targets is None:
+        chosen = _choose_route(definition, draft, step, outcome.event)
+        if chosen not in definition.nodes:
+            return chosen  # an error message
+        targets = (chosen,)
     draft.active.discard(step)
     draft.attempts.pop(step, None)
     draft.completed.add(step)
@@ -451,14 +473,9 @@ def _finish(
             context_updates=updates,
             attempt=attempt,
             duration=duration,
+            targets=targets,
         )
     )
-    targets = definition.edges.get((step, outcome.event))
-    if targets is None:
-        chosen = _choose_route(definition, draft, step, outcome.event)
-        if isinstance(chosen, str) and chosen not in definition.nodes:
-            return chosen  # an error message
-        targets = (chosen,)
     for target in targets:
         if target not in definition.joins:
             _activate(definition, draft, target, now)
@@ -484,14 +501,15 @@ def _choose_route(definition: WorkflowDefinition, draft: _Draft, step: str, even
 
 
 def _activate_ready_joins(definition: WorkflowDefinition, draft: _Draft, now: datetime) -> None:
+    reached = {target for entry in draft.history for target in entry.targets}
     for join in definition.order:
         if join not in definition.joins:
             continue
         if join in draft.completed or join in draft.active or join in draft.waiting:
             continue
         preds = definition.predecessors[join]
-        if not any(p in draft.completed for p in preds):
-            continue  # not reached yet
+        if join not in reached:
+            continue  # no transition taken so far leads here
         live = draft.active | draft.waiting
         if all(p in draft.completed or not _can_still_run(definition, p, live) for p in preds):
             _activate(definition, draft, join, now)
@@ -514,7 +532,19 @@ def _park(
     node = definition.nodes[step]
     draft.active.discard(step)
     draft.waiting.add(step)
-    if outcome.resume_after is not None:
+    delay = outcome.resume_after
+    if delay is not None:
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay > _MAX_DELAY
+        ):
+            return (
+                f"step {node.name} parked with resume_after={delay!r}; pass a finite number "
+                "of seconds, or None to wait for an event only"
+            )
+        delay = max(delay, 0)  # a deadline already past: the timer is due at once
         if outcome.timeout_event not in node.events:
             return (
                 f"UndeclaredEventError: step {node.name} parked with a timer that would emit "
@@ -524,7 +554,7 @@ def _park(
             Timer(
                 id=f"{step}@{revision + 1}",
                 step=step,
-                due_at=now + timedelta(seconds=outcome.resume_after),
+                due_at=now + timedelta(seconds=delay),
                 kind="resume",
                 event=outcome.timeout_event,
             )
@@ -547,7 +577,7 @@ def _failed_attempt(
             Timer(
                 id=f"{step}#{attempt + 1}",
                 step=step,
-                due_at=now + timedelta(seconds=policy.delay(attempt)),
+                due_at=now + timedelta(seconds=min(policy.delay(attempt), _MAX_DELAY)),
                 kind="retry",
             )
         )

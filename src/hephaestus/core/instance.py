@@ -45,7 +45,8 @@ ACTIVE_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.RUNNING, Status.WA
 
 @dataclass(frozen=True, slots=True)
 class ExecutionEntry:
-    """One completed step: what it emitted, when, with which updates, after how many attempts."""
+    """One completed step: what it emitted, when, with which updates, after how many attempts,
+    and which steps its transition led to (`targets`, including a route's choice)."""
 
     step: str
     event: str
@@ -53,6 +54,7 @@ class ExecutionEntry:
     context_updates: Mapping[str, Any] | None = None
     attempt: int = 1
     duration: float = 0.0
+    targets: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class ExecutionEntry:
             "context_updates": self.context_updates,
             "attempt": self.attempt,
             "duration": self.duration,
+            "targets": list(self.targets),
         }
 
     @classmethod
@@ -73,6 +76,7 @@ class ExecutionEntry:
             context_updates=data.get("context_updates"),
             attempt=data.get("attempt", 1),
             duration=data.get("duration", 0.0),
+            targets=tuple(data.get("targets", ())),
         )
 
 
