@@ -88,6 +88,8 @@ class Hephaestus:
 
     async def open(self) -> None:
         """Open the storage, then start the runner (which recovers running instances)."""
+        if self.is_open:
+            raise HephaestusError("this Hephaestus app is already open; open it once")
         await self.storage.open()
         try:
             await self.runner.open(self.storage)

@@ -31,7 +31,8 @@ anything is written, so nothing is ever half-stored.
     ├── ConcurrencyError                   a stale revision was written
     ├── StorageError                       the storage failed or is not set up
     ├── RuntimeNotFoundError               a facade call found no (or several) running apps
-    └── TimerNotFoundError                 a timer handle names no pending timer
+    ├── TimerNotFoundError                 a timer handle names no pending timer
+    └── InvalidDelayError                  a timer delay is not a finite number of seconds
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "InstanceNotFoundError",
     "InstanceNotWaitingError",
     "InvalidBusinessKeyError",
+    "InvalidDelayError",
     "InvalidEventError",
     "InvalidRouteError",
     "InvalidStartError",
@@ -183,3 +185,7 @@ class RuntimeNotFoundError(HephaestusError):
 
 class TimerNotFoundError(HephaestusError):
     """The timer handle names no pending timer (it fired, was cancelled, or never existed)."""
+
+
+class InvalidDelayError(HephaestusError, ValueError):
+    """A timer delay must be a finite number of seconds, at least 0 and at most about 100 years."""

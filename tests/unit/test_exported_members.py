@@ -33,6 +33,7 @@ PUBLIC_NAMES = [
     "InstanceNotFoundError",
     "InstanceNotWaitingError",
     "InvalidBusinessKeyError",
+    "InvalidDelayError",
     "InvalidEventError",
     "InvalidRouteError",
     "InvalidStartError",

@@ -36,6 +36,7 @@ from hephaestus.errors import (
     AmbiguousEventError,
     ContextSerializationError,
     InstanceNotWaitingError,
+    InvalidDelayError,
     InvalidEventError,
     TimerNotFoundError,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "add_timer",
     "cancel",
     "cancel_timer",
+    "check_delay",
     "complete_step",
     "fail",
     "fire_timers",
@@ -138,7 +140,7 @@ def new_instance(
         context=context,
         created_at=now,
         updated_at=now,
-        telemetry_metadata=dict(telemetry_metadata or {}),
+        telemetry_metadata=to_json_value(dict(telemetry_metadata or {}), what="telemetry_metadata"),
     )
     draft = _Draft(instance)
     _activate(definition, draft, definition.start, now)
@@ -324,8 +326,7 @@ def add_timer(
             f"instance {instance.id}: step {step!r} does not declare {event!r}; "
             f"it declares {list(node.events)}"
         )
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-        raise ValueError(f"delay must be a number of seconds >= 0, got {delay!r}")
+    check_delay(delay)
     timer = Timer(
         id=f"{step}@{instance.revision + 1}",
         step=step,
@@ -337,6 +338,19 @@ def add_timer(
         timers=(*instance.timers, timer), revision=instance.revision + 1, updated_at=now
     )
     return updated, timer
+
+
+def check_delay(delay: object) -> None:
+    """Raise `InvalidDelayError` unless `delay` is a finite number of seconds in range."""
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not math.isfinite(delay)
+        or not 0 <= delay <= _MAX_DELAY
+    ):
+        raise InvalidDelayError(
+            f"delay must be a finite number of seconds from 0 to {_MAX_DELAY:.0f}, got {delay!r}"
+        )
 
 
 def cancel_timer(instance: Instance, timer_id: str, *, now: datetime) -> Instance:

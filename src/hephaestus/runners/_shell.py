@@ -184,3 +184,5 @@ def report_advance(
             lifecycle.workflow_stop(after)
         elif after.status is Status.FAILED:
             lifecycle.workflow_exception(after)
+        elif after.status is Status.CANCELLED:
+            lifecycle.workflow_stop(after)

@@ -206,7 +206,7 @@ class _Actor:
             if reply is not None and not reply.done():
                 reply.set_exception(exc)
             if isinstance(message, _FireTimers):
-                self.runner._timer_fired(self.id)
+                self.runner._timer_fired(self.id, wake=False)  # try again at the next poll
 
     async def _restart_after(self, exc: Exception) -> bool:
         """Recover from a bug in runner code: reload from storage and go on, or give up."""
@@ -327,9 +327,12 @@ class _Actor:
             assert self.instance is not None
             self._carry_out(engine.recover(self.instance))
         elif isinstance(message, _Cancel):
+            before = self.instance
             await self._reply(
                 message.reply, self._apply(lambda inst: engine.cancel(inst, now=now()))
             )
+            if before is not None and self.instance is not None and self.instance is not before:
+                report_advance(before, self.instance)
         elif isinstance(message, _Schedule):
             await self._reply(message.reply, self._schedule(message))
         elif isinstance(message, _CancelTimer):
@@ -534,6 +537,7 @@ class LocalRunner:
         self, id: str, step: str | type[Step], delay: float, *, event: str | None = None
     ) -> TimerHandle:
         validate_id(id)
+        engine.check_delay(delay)
         key = _step_key(step)
         assert key is not None
         reply: asyncio.Future[TimerHandle] = asyncio.get_running_loop().create_future()
@@ -592,9 +596,10 @@ class LocalRunner:
             self._next_wake = due
             self._wake.set()
 
-    def _timer_fired(self, instance_id: str) -> None:
+    def _timer_fired(self, instance_id: str, *, wake: bool = True) -> None:
         self._firing.discard(instance_id)
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     async def _timer_loop(self) -> None:
         storage = self._storage_or_raise()
@@ -628,4 +633,6 @@ class LocalRunner:
 def _step_key(step: str | type[Step] | None) -> str | None:
     if step is None or isinstance(step, str):
         return step
-    return step.key
+    if isinstance(step, type) and issubclass(step, Step):
+        return step.key
+    raise InvalidEventError(f"step must be a step key (str) or a Step class, got {step!r}")

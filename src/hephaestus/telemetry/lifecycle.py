@@ -36,6 +36,7 @@ def _meta(instance: Instance, **extra: Any) -> dict[str, Any]:
     metadata["instance_id"] = instance.id
     metadata["workflow"] = instance.workflow
     metadata["workflow_version"] = instance.workflow_version
+    metadata["instance_created_at"] = instance.created_at.isoformat()
     metadata.update(extra)
     return metadata
 

@@ -1,0 +1,93 @@
+"""Shared fixtures of the runtime integration tests.
+
+`app` is a `Hephaestus` on a real SQLite file in the test's temporary
+directory; `open_app(path)` opens another one on a given file (a restart is
+closing one app and opening a new one on the same file). `wait_for` polls the
+storage until an instance matches a predicate, so no test sleeps for a fixed
+time while waiting for the runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hephaestus import Instance
+from hephaestus.app import Hephaestus
+from hephaestus.runners.local import LocalRunner
+from hephaestus.storage import Query, SQLiteStorage, Storage
+
+WaitFor = Callable[..., Awaitable[Instance]]
+OpenApp = Callable[..., Awaitable[Hephaestus]]
+
+
+async def wait_for(
+    app: Hephaestus,
+    instance_id: str,
+    predicate: Callable[[Instance], bool],
+    timeout: float = 10.0,
+) -> Instance:
+    """Poll the stored instance until `predicate` holds; fail with its last state otherwise."""
+    instance = await app.get(instance_id)
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate(instance):
+                await asyncio.sleep(0.01)
+                instance = await app.get(instance_id)
+    except TimeoutError:
+        pytest.fail(
+            f"instance {instance_id} did not reach the expected state in {timeout}s; "
+            f"last stored state: {instance.to_json()}"
+        )
+    return instance
+
+
+async def snapshot(storage: Storage) -> dict[str, str]:
+    """Every stored instance as JSON, by id: compare two snapshots to see what was written."""
+    return {instance.id: instance.to_json() for instance in await storage.query(Query())}
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture() -> WaitFor:
+    return wait_for
+
+
+@pytest.fixture(name="snapshot")
+def snapshot_fixture() -> Callable[[Storage], Awaitable[dict[str, str]]]:
+    return snapshot
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "runtime.db"
+
+
+@pytest.fixture
+async def open_app() -> AsyncIterator[OpenApp]:
+    """Open apps on demand; whatever is still open at the end of the test is closed."""
+    opened: list[Hephaestus] = []
+
+    async def make(storage: Path | Storage, **runner_options: Any) -> Hephaestus:
+        if isinstance(storage, Path):
+            storage = SQLiteStorage(storage)
+        app = Hephaestus(storage=storage, runner=LocalRunner(**runner_options))
+        await app.open()
+        opened.append(app)
+        return app
+
+    try:
+        yield make
+    finally:
+        for app in reversed(opened):
+            if app.is_open:
+                await app.close()
+
+
+@pytest.fixture
+async def app(open_app: OpenApp, db_path: Path) -> Hephaestus:
+    """An open app on a SQLite file of its own."""
+    return await open_app(db_path)
