@@ -1,0 +1,346 @@
+"""The telemetry events a real workflow run emits, with their measurements and metadata.
+
+Each test runs workflows through `Hephaestus` with `MemoryStorage` and the
+`LocalRunner`, records every event with `capture_events()`, and checks the
+story they tell: fan-out, a retried step, a wait resumed by an event, a
+durable timer, a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from hephaestus import (
+    Context,
+    Done,
+    Instance,
+    Ok,
+    Retry,
+    Status,
+    Step,
+    Unique,
+    Wait,
+    WaitForEvent,
+    Workflow,
+)
+from hephaestus.app import Hephaestus
+from hephaestus.runners.local import LocalRunner
+from hephaestus.telemetry import (
+    ENGINE_ADVANCE,
+    RUNNER_INIT,
+    STEP_ASYNC,
+    STEP_EXCEPTION,
+    STEP_RESUME,
+    STEP_START,
+    STEP_STOP,
+    WORKFLOW_EXCEPTION,
+    WORKFLOW_START,
+    WORKFLOW_STOP,
+    WORKFLOW_TRANSITION,
+)
+from hephaestus.testing import CapturedEvent, MemoryStorage, capture_events
+
+
+class TelValidate(Step):
+    events = ("valid",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        return Ok("valid", {"total": 42})
+
+
+class TelCharge(Step):
+    """Fails its first attempt, succeeds on the retry."""
+
+    events = ("charged",)
+    retry = Retry(max_attempts=2, backoff="constant", base=0.01)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        if context.attempt == 1:
+            raise ConnectionError("payment provider unreachable")
+        return Ok("charged")
+
+
+class TelReserve(Step):
+    events = ("reserved",)
+
+    async def execute(
+        self, instance: Instance, config: Mapping[str, Any] | None, context: Context
+    ) -> Ok:
+        return Ok("reserved")
+
+
+class TelAwaitConfirmation(WaitForEvent):
+    pass
+
+
+class TelCoolDown(Wait):
+    pass
+
+
+class TelOrderFlow(Workflow):
+    unique = Unique(key="telorder")
+    start = TelValidate
+    transitions = {
+        (TelValidate, "valid"): [TelCharge, TelReserve],
+        (TelCharge, "charged"): (TelAwaitConfirmation, {"event_name": "confirmed"}),
+        (TelReserve, "reserved"): TelAwaitConfirmation,
+        (TelAwaitConfirmation, "confirmed"): (TelCoolDown, {"duration": 0.02, "unit": "second"}),
+        (TelCoolDown, "timeout"): Done,
+    }
+
+
+class TelExplode(Step):
+    events = ("never",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        raise ValueError("the ledger is closed")
+
+
+class TelFailingFlow(Workflow):
+    unique = Unique(key="telfail")
+    start = TelExplode
+    transitions = {(TelExplode, "never"): Done}
+
+
+async def _until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not await check():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for {what}")
+
+
+async def _stored(app: Hephaestus, instance_id: str, ready: Callable[[Instance], bool]) -> Instance:
+    async def check() -> bool:
+        return ready(await app.get(instance_id))
+
+    await _until(check, f"instance {instance_id}")
+    return await app.get(instance_id)
+
+
+async def _emitted(events: list[CapturedEvent], name: str) -> None:
+    async def check() -> bool:
+        return any(e.name == name for e in events)
+
+    await _until(check, f"event {name}")
+
+
+def _named(events: list[CapturedEvent], name: str, **metadata: Any) -> list[CapturedEvent]:
+    return [
+        e
+        for e in events
+        if e.name == name and all(e.metadata.get(k) == v for k, v in metadata.items())
+    ]
+
+
+async def _run_order(value: str) -> tuple[list[CapturedEvent], Instance]:
+    """Run one TelOrderFlow to completion, confirming it when it waits."""
+    with capture_events() as events:
+        async with Hephaestus(storage=MemoryStorage(), runner=LocalRunner()) as app:
+            instance_id = await app.start_instance(
+                TelOrderFlow, {}, id=f"telorder::{value}", telemetry_metadata={"tenant": "t1"}
+            )
+            await _stored(app, instance_id, lambda i: "tel_await_confirmation" in i.waiting_steps)
+            await app.resume(instance_id, "confirmed")
+            final = await _stored(app, instance_id, lambda i: i.status.is_final)
+            await _emitted(events, WORKFLOW_STOP)
+    return events, final
+
+
+ORDER_FLOW = f"{TelOrderFlow.__module__}.{TelOrderFlow.__qualname__}"
+
+
+async def test_every_instance_event_carries_the_instance_and_the_callers_metadata() -> None:
+    events, final = await _run_order("meta")
+
+    instance_events = [e for e in events if e.name != RUNNER_INIT]
+    assert {e.name for e in instance_events} >= {
+        WORKFLOW_START,
+        WORKFLOW_STOP,
+        WORKFLOW_TRANSITION,
+        STEP_START,
+        STEP_STOP,
+        STEP_EXCEPTION,
+        STEP_ASYNC,
+        STEP_RESUME,
+        ENGINE_ADVANCE,
+    }
+    for event in instance_events:
+        assert event.metadata["instance_id"] == final.id, event
+        assert event.metadata["workflow"] == ORDER_FLOW, event
+        assert event.metadata["workflow_version"] == 1, event
+        assert event.metadata["tenant"] == "t1", event
+
+
+async def test_the_runner_announces_itself_when_the_app_opens() -> None:
+    events, _ = await _run_order("init")
+
+    [init] = _named(events, RUNNER_INIT)
+    assert init.metadata == {"runner": "LocalRunner", "storage": "MemoryStorage"}
+    assert init.measurements["system_time"] > 0
+    assert events[0] is init
+
+
+async def test_the_instance_starts_at_its_first_step_and_stops_completed() -> None:
+    events, final = await _run_order("life")
+    mine = [e for e in events if e.name != RUNNER_INIT]
+
+    assert mine[0].name == WORKFLOW_START
+    assert mine[0].metadata["initial_step"] == ["tel_validate"]
+    assert mine[-1].name == WORKFLOW_STOP
+    stop = mine[-1]
+    assert stop.metadata["status"] == "completed"
+    assert stop.measurements["step_count"] == len(final.completed_steps)
+    assert stop.measurements["duration"] > 0
+    assert final.status is Status.COMPLETED
+    assert _named(events, WORKFLOW_EXCEPTION) == []
+
+
+async def test_each_step_attempt_starts_and_stops_with_its_attempt_number() -> None:
+    events, _ = await _run_order("steps")
+
+    starts = {(e.metadata["step"], e.metadata["attempt"]) for e in _named(events, STEP_START)}
+    assert starts == {
+        ("tel_validate", 1),
+        ("tel_charge", 1),
+        ("tel_charge", 2),
+        ("tel_reserve", 1),
+        ("tel_await_confirmation", 1),
+        ("tel_cool_down", 1),
+    }
+    stops = {
+        (e.metadata["step"], e.metadata["attempt"], e.metadata["event"])
+        for e in _named(events, STEP_STOP)
+    }
+    assert stops == {
+        ("tel_validate", 1, "valid"),
+        ("tel_charge", 2, "charged"),
+        ("tel_reserve", 1, "reserved"),
+    }
+    for stop in _named(events, STEP_STOP):
+        assert isinstance(stop.measurements["duration"], float)
+        assert stop.measurements["duration"] >= 0
+
+
+async def test_a_failed_attempt_reports_the_retry_then_the_retry_stops() -> None:
+    events, final = await _run_order("retry")
+
+    [failure] = _named(events, STEP_EXCEPTION)
+    assert failure.metadata["step"] == "tel_charge"
+    assert failure.metadata["attempt"] == 1
+    assert failure.metadata["will_retry"] is True
+    assert failure.metadata["kind"] == "exception"
+    assert isinstance(failure.metadata["exception"], ConnectionError)
+    assert "payment provider unreachable" in failure.metadata["reason"]
+
+    charge = [e for e in events if e.metadata.get("step") == "tel_charge"]
+    assert [(e.name, e.metadata["attempt"]) for e in charge] == [
+        (STEP_START, 1),
+        (STEP_EXCEPTION, 1),
+        (STEP_START, 2),
+        (STEP_STOP, 2),
+    ]
+    [entry] = [h for h in final.execution_history if h.step == "tel_charge"]
+    assert entry.attempt == 2
+
+
+async def test_the_fan_out_transition_names_both_targets() -> None:
+    events, _ = await _run_order("fanout")
+
+    [fan_out] = _named(events, WORKFLOW_TRANSITION, from_step="tel_validate")
+    assert fan_out.metadata["event"] == "valid"
+    assert fan_out.metadata["targets"] == ["tel_charge", "tel_reserve"]
+    assert fan_out.metadata["fan_out"] is True
+    assert fan_out.measurements["targets_count"] == 2
+
+    [single] = _named(events, WORKFLOW_TRANSITION, from_step="tel_await_confirmation")
+    assert single.metadata["targets"] == ["tel_cool_down"]
+    assert single.metadata["fan_out"] is False
+
+
+async def test_a_waiting_step_reports_async_then_its_resume_by_event() -> None:
+    events, _ = await _run_order("wait")
+
+    [parked] = _named(events, STEP_ASYNC, step="tel_await_confirmation")
+    assert parked.metadata["attempt"] == 1
+    assert parked.metadata["instance_status"] == "waiting"
+    [resumed] = _named(events, STEP_RESUME, step="tel_await_confirmation")
+    assert resumed.metadata["source"] == "event"
+    assert resumed.metadata["resume_event"] == "confirmed"
+    assert resumed.measurements["wait_duration"] >= 0
+    assert events.index(parked) < events.index(resumed)
+
+
+async def test_a_durable_timer_resume_reports_source_timer() -> None:
+    events, _ = await _run_order("timer")
+
+    [parked] = _named(events, STEP_ASYNC, step="tel_cool_down")
+    [resumed] = _named(events, STEP_RESUME, step="tel_cool_down")
+    assert resumed.metadata["source"] == "timer"
+    assert resumed.metadata["resume_event"] == "timeout"
+    assert events.index(parked) < events.index(resumed)
+
+
+async def test_engine_advance_reports_each_step_that_completed() -> None:
+    events, final = await _run_order("advance")
+
+    advances = _named(events, ENGINE_ADVANCE)
+    assert sum(e.measurements["completed_in_advance"] for e in advances) == len(
+        final.completed_steps
+    )
+    assert advances[-1].metadata["status_after"] == "completed"
+    assert advances[-1].measurements["active_steps_count"] == 0
+
+
+async def test_a_failing_step_without_retries_fails_the_workflow() -> None:
+    with capture_events() as events:
+        async with Hephaestus(storage=MemoryStorage(), runner=LocalRunner()) as app:
+            instance_id = await app.start_instance(
+                TelFailingFlow, {}, id="telfail::one", telemetry_metadata={"tenant": "t1"}
+            )
+            final = await _stored(app, instance_id, lambda i: i.status.is_final)
+            await _emitted(events, WORKFLOW_EXCEPTION)
+
+    assert final.status is Status.FAILED
+    [failure] = _named(events, STEP_EXCEPTION)
+    assert failure.metadata["step"] == "tel_explode"
+    assert failure.metadata["will_retry"] is False
+    assert isinstance(failure.metadata["exception"], ValueError)
+    [failed] = _named(events, WORKFLOW_EXCEPTION)
+    assert failed.metadata["status"] == "failed"
+    assert "the ledger is closed" in failed.metadata["reason"]
+    assert failed.metadata["tenant"] == "t1"
+    assert failed.measurements["duration"] > 0
+    assert _named(events, WORKFLOW_STOP) == []
+    assert events.index(failure) < events.index(failed)
+
+
+async def test_nothing_is_captured_outside_the_block() -> None:
+    with capture_events() as events:
+        pass
+    async with Hephaestus(storage=MemoryStorage(), runner=LocalRunner()) as app:
+        instance_id = await app.start_instance(TelFailingFlow, {}, id="telfail::quiet")
+        await _stored(app, instance_id, lambda i: i.status.is_final)
+
+    assert events == []
+
+
+async def test_every_instance_event_carries_the_creation_time_and_cancel_stops() -> None:
+    async with Hephaestus(storage=MemoryStorage(), runner=LocalRunner()) as app:
+        with capture_events() as events:
+            iid = await app.start_instance(TelOrderFlow, {"items": 2}, id="telorder::cancelme")
+            await _stored(app, iid, lambda i: bool(i.waiting_steps))
+            await app.cancel(iid)
+        final = await app.get(iid)
+    instance_events = [e for e in events if e.name != RUNNER_INIT]
+    assert instance_events
+    assert {e.metadata["instance_created_at"] for e in instance_events} == {
+        final.created_at.isoformat()
+    }
+    stops = [e for e in events if e.name == WORKFLOW_STOP]
+    assert [e.metadata["status"] for e in stops] == ["cancelled"]
