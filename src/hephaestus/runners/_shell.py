@@ -21,7 +21,8 @@ from hephaestus.core.context import Context
 from hephaestus.core.definition import WorkflowDefinition, load_workflow
 from hephaestus.core.instance import Instance, Status
 from hephaestus.core.outcomes import Async, Error, Ok
-from hephaestus.errors import WorkflowDefinitionError
+from hephaestus.core.step import Step
+from hephaestus.errors import InvalidEventError, WorkflowDefinitionError
 from hephaestus.telemetry import lifecycle
 from hephaestus.telemetry._emit import any_listener
 
@@ -29,15 +30,34 @@ __all__ = [
     "Clock",
     "DefinitionCache",
     "StepRun",
+    "check_event",
     "idempotency_key",
     "report_advance",
     "run_attempt",
+    "step_key",
     "utc_now",
 ]
 
 logger = logging.getLogger("hephaestus.runner")
 
 Clock = Callable[[], datetime]
+
+
+def check_event(instance_id: str, event: object) -> None:
+    """Raise `InvalidEventError` unless `event` is a non-empty str."""
+    if not isinstance(event, str) or not event:
+        raise InvalidEventError(
+            f"instance {instance_id}: the event must be a non-empty str, got {event!r}"
+        )
+
+
+def step_key(step: str | type[Step] | None) -> str | None:
+    """The key of `step`, given as a key or a step class (`None` stays `None`)."""
+    if step is None or isinstance(step, str):
+        return step
+    if isinstance(step, type) and issubclass(step, Step):
+        return step.key
+    raise InvalidEventError(f"step must be a step key (str) or a Step class, got {step!r}")
 
 
 def utc_now() -> datetime:

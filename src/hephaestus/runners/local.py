@@ -45,7 +45,6 @@ from hephaestus.errors import (
     AlreadyRunningError,
     ConcurrencyError,
     HephaestusError,
-    InvalidEventError,
     StorageError,
     WorkflowDefinitionError,
 )
@@ -53,8 +52,10 @@ from hephaestus.runners._shell import (
     Clock,
     DefinitionCache,
     StepRun,
+    check_event,
     report_advance,
     run_attempt,
+    step_key,
     utc_now,
 )
 from hephaestus.runners.base import TimerHandle
@@ -525,12 +526,9 @@ class LocalRunner:
 
     async def resume(self, id: str, event: str, *, step: str | type[Step] | None = None) -> None:
         validate_id(id)
-        if not isinstance(event, str) or not event:
-            raise InvalidEventError(
-                f"instance {id}: the event must be a non-empty str, got {event!r}"
-            )
+        check_event(id, event)
         reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tell(id, _Resume(event, _step_key(step), reply))
+        self._tell(id, _Resume(event, step_key(step), reply))
         await reply
 
     async def schedule_resume(
@@ -538,7 +536,7 @@ class LocalRunner:
     ) -> TimerHandle:
         validate_id(id)
         engine.check_delay(delay)
-        key = _step_key(step)
+        key = step_key(step)
         assert key is not None
         reply: asyncio.Future[TimerHandle] = asyncio.get_running_loop().create_future()
         self._tell(id, _Schedule(key, delay, event, reply))
@@ -628,11 +626,3 @@ class LocalRunner:
                     await self._wake.wait()
             except TimeoutError:
                 pass
-
-
-def _step_key(step: str | type[Step] | None) -> str | None:
-    if step is None or isinstance(step, str):
-        return step
-    if isinstance(step, type) and issubclass(step, Step):
-        return step.key
-    raise InvalidEventError(f"step must be a step key (str) or a Step class, got {step!r}")
