@@ -1,0 +1,101 @@
+"""The storage floor: what durably committing one small JSON row at a time costs.
+
+This is the baseline of the durable cases. It is what any engine that stores
+its state in the same database pays for one state change if it commits each
+on its own: one single-row upsert of a JSON document, one transaction, from
+Python, on the same database and with the same durability settings
+(SQLite: WAL, `synchronous=FULL`; PostgreSQL: `synchronous_commit = on`).
+The document is one of our own stored instances, so the row is the same size,
+and each upsert changes it (as each state change changes an instance): SQLite
+writes nothing, so syncs nothing, for an update that leaves a row as it was.
+Timing starts after a warm-up: on a new SQLite file each commit first grows
+the write-ahead log, which costs more than the steady state once the log has
+been checkpointed and is reused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Floor", "postgres_floor", "sqlite_floor"]
+
+#: Upserts made before timing: the table, the log and the connection reach their steady state.
+_WARM_UP = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """`upserts` single-row transactions committed in `seconds`."""
+
+    upserts: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.upserts / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_json(self) -> dict[str, float]:
+        return {"upserts": self.upserts, "seconds": self.seconds, "per_second": self.per_second}
+
+
+def sqlite_floor(path: Path, document: str, upserts: int, distinct: int) -> Floor:
+    """Upsert `document` under `distinct` ids in turn, `upserts` times, one commit each."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id TEXT PRIMARY KEY, document TEXT NOT NULL)"
+        )
+        upsert = (
+            "INSERT INTO bench_floor (id, document) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET document = excluded.document"
+        )
+
+        def commit_one(i: int) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(upsert, (f"floor::{i % distinct}", _version(document, i)))
+            conn.execute("COMMIT")
+
+        # Until the log has been checkpointed and is reused, each commit also grows the file.
+        for i in range(min(_WARM_UP, upserts)):
+            commit_one(i)
+        started = time.perf_counter()
+        for i in range(upserts):
+            commit_one(i)
+        return Floor(upserts, time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
+def postgres_floor(url: str, document: str, upserts: int, distinct: int) -> Floor:
+    """The same on PostgreSQL with psycopg: a `jsonb` row, autocommit, one statement each."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = on")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id text PRIMARY KEY, document jsonb NOT NULL)"
+        )
+        upsert = (
+            "INSERT INTO bench_floor (id, document) VALUES (%s, %s::jsonb) "
+            "ON CONFLICT (id) DO UPDATE SET document = excluded.document"
+        )
+
+        def commit_one(i: int) -> None:
+            conn.execute(upsert, (f"floor::{i % distinct}", _version(document, i)), prepare=True)
+
+        for i in range(min(_WARM_UP, upserts)):
+            commit_one(i)
+        started = time.perf_counter()
+        for i in range(upserts):
+            commit_one(i)
+        return Floor(upserts, time.perf_counter() - started)
+
+
+def _version(document: str, write: int) -> str:
+    """`document` as the `write`-th state of its row: the same size, never the same bytes."""
+    return f'{{"write": {write}, "instance": {document}}}'

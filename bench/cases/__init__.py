@@ -1,0 +1,24 @@
+"""The benchmark cases, in the order they run.
+
+Each case module has `NAME`, `SUMMARY` (what it measures), `BASELINE` (what
+its figures are compared with) and `run(bench) -> list[Row]`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from bench.cases import (
+    durable_throughput,
+    engine_overhead,
+    parked_scale,
+    peer,
+    resume_latency,
+)
+
+__all__ = ["CASES"]
+
+CASES: dict[str, ModuleType] = {
+    module.NAME: module
+    for module in (engine_overhead, durable_throughput, peer, resume_latency, parked_scale)
+}
