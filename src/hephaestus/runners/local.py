@@ -148,12 +148,22 @@ class _Actor:
     task: asyncio.Task[None] | None = None
     restarts: int = 0
     definition: WorkflowDefinition = field(init=False)
+    #: A step the actor runs itself, right after the current message (see `_carry_out`).
+    inline: RunStep | None = None
+    #: The step running inline, while it runs.
+    running_inline: str | None = None
+    interrupted: bool = False
 
     def tell(self, message: _Message) -> None:
         self.mailbox.append(message)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        elif self.running_inline is not None and isinstance(message, _Cancel):
+            # The actor is busy running a step itself: interrupt it so the cancel applies now.
+            self.interrupted = True
+            assert self.task is not None
+            self.task.cancel()
 
     async def run(self) -> None:
         runner = self.runner
@@ -189,6 +199,9 @@ class _Actor:
             self._fail_replies(exc)
             return
         while True:
+            if self.inline is not None:
+                await self._run_inline(self.inline)
+                continue
             if not self.mailbox:
                 if not self.running:
                     return  # nothing to do: the instance lives on in storage only
@@ -197,6 +210,31 @@ class _Actor:
                 self.waiter = None
                 continue
             await self._handle(self.mailbox.popleft())
+
+    async def _run_inline(self, command: RunStep) -> None:
+        """Run a lone step in the actor's own task: no task to create, no message to wake for.
+
+        Only a step that is all the instance is doing runs here (see
+        `_carry_out`); a cancel arriving meanwhile interrupts it.
+        """
+        self.inline = None
+        assert self.instance is not None
+        self.running_inline = command.step
+        try:
+            run = await run_attempt(
+                self.definition, self.instance, command.step, command.attempt, self.runner._pool
+            )
+        except asyncio.CancelledError:
+            if not self.interrupted:
+                raise
+            return  # cancelled by `cancel`: the step's result is void
+        finally:
+            self.running_inline = None
+            if self.interrupted:
+                self.interrupted = False
+                assert self.task is not None
+                self.task.uncancel()
+        self.mailbox.append(_StepDone(command.step, command.attempt, run))
 
     def _fail_replies(self, exc: BaseException) -> None:
         if isinstance(exc, WorkflowDefinitionError):
@@ -260,6 +298,20 @@ class _Actor:
         )
 
     def _carry_out(self, commands: list[Command]) -> None:
+        instance = self.instance
+        assert instance is not None
+        if (
+            len(commands) == 1
+            and isinstance(commands[0], RunStep)
+            and not self.running
+            and len(instance.active_steps) == 1
+            and not instance.waiting_steps
+            and not instance.timers
+        ):
+            # The common linear case: the next step is all the instance does, so nothing
+            # else can need the actor meanwhile except a cancel (which interrupts it).
+            self.inline = commands[0]
+            return
         for command in commands:
             if isinstance(command, RunStep):
                 self._start_step(command.step, command.attempt)
