@@ -77,6 +77,7 @@ class _Draft:
         "context",
         "error",
         "history",
+        "history_base",
         "metadata",
         "status",
         "timers",
@@ -91,7 +92,9 @@ class _Draft:
         self.waiting = set(instance.waiting_steps)
         self.attempts = dict(instance.attempts)
         self.timers = list(instance.timers)
-        self.history = list(instance.execution_history)
+        # Entries this call adds; the stored history is only joined to them once, in freeze.
+        self.history_base = instance.execution_history
+        self.history: list[ExecutionEntry] = []
         self.configs: Mapping[str, Any] = instance.step_configs
         self.metadata: Mapping[str, Any] = instance.runtime_metadata
         self.commands: list[Command] = []
@@ -107,7 +110,9 @@ class _Draft:
                 waiting_steps=frozenset(self.waiting),
                 attempts=self.attempts,
                 timers=tuple(self.timers),
-                execution_history=tuple(self.history),
+                execution_history=(
+                    self.history_base + tuple(self.history) if self.history else self.history_base
+                ),
                 step_configs=self.configs,
                 runtime_metadata=self.metadata,
                 error=self.error,
@@ -515,7 +520,12 @@ def _choose_route(definition: WorkflowDefinition, draft: _Draft, step: str, even
 
 
 def _activate_ready_joins(definition: WorkflowDefinition, draft: _Draft, now: datetime) -> None:
-    reached = {target for entry in draft.history for target in entry.targets}
+    reached = {
+        target
+        for entries in (draft.history_base, draft.history)
+        for entry in entries
+        for target in entry.targets
+    }
     for join in definition.order:
         if join not in definition.joins:
             continue
