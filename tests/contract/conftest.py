@@ -1,9 +1,10 @@
 """Every storage adapter the contract suite runs against.
 
-Each factory builds an unopened storage in the test's temporary directory;
-the `storage` fixture opens it, hands it to the test and closes it. A new
-adapter joins the suite by adding one entry to `STORAGE_FACTORIES` (a factory
-may call `pytest.skip` when the server it needs is not available).
+Each factory builds an unopened storage in the test's temporary directory
+(or, for a server, in the test run's database: a factory may ask the test
+for a fixture, which skips the test when the server is not available); the
+`storage` fixture opens it, hands it to the test and closes it. A new adapter
+joins the suite by adding one entry to `STORAGE_FACTORIES`.
 """
 
 from __future__ import annotations
@@ -14,18 +15,26 @@ from pathlib import Path
 import pytest
 
 from hephaestus.storage import MemoryStorage, SQLiteStorage, Storage
+from hephaestus.storage.postgres import PostgresStorage
 
-StorageFactory = Callable[[Path], Storage]
+StorageFactory = Callable[[pytest.FixtureRequest, Path], Storage]
+
+
+def postgres_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    # `postgres_url` (tests/conftest.py) is an emptied table in the run's own database.
+    return PostgresStorage(request.getfixturevalue("postgres_url"))
+
 
 STORAGE_FACTORIES: dict[str, StorageFactory] = {
-    "memory": lambda tmp_path: MemoryStorage(),
-    "sqlite": lambda tmp_path: SQLiteStorage(tmp_path / "contract.db"),
+    "memory": lambda request, tmp_path: MemoryStorage(),
+    "sqlite": lambda request, tmp_path: SQLiteStorage(tmp_path / "contract.db"),
+    "postgres": postgres_storage,
 }
 
 
 @pytest.fixture(params=list(STORAGE_FACTORIES))
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    adapter = STORAGE_FACTORIES[request.param](tmp_path)
+    adapter = STORAGE_FACTORIES[request.param](request, tmp_path)
     await adapter.open()
     try:
         yield adapter

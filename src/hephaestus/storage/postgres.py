@@ -1,0 +1,784 @@
+"""`PostgresStorage`: instances in PostgreSQL, shared by every process that points at the database.
+
+**Durability.** A `put` returns only after PostgreSQL has answered the COMMIT
+that holds its write. The storage's connections never run with
+`synchronous_commit = off` (a server or role default of `off` is raised to
+`on` for them), so an acknowledged write is in the server's write-ahead log on
+disk and survives a crash of this process *and* of the database server.
+
+**Group commit.** Concurrent writes share transactions, as in `SQLiteStorage`:
+each `put` queues its instance and waits; one writer task takes everything
+queued, sends it to the server in one pipelined batch inside one transaction,
+then answers every waiting `put`. While a batch is being committed the next
+one gathers. Each write is checked on its own by the statement that makes it
+(`UPDATE ... WHERE revision = expected`, `INSERT ... ON CONFLICT DO UPDATE
+... WHERE` the stored instance is finished), so a stale revision
+(`ConcurrencyError`), a create over an active instance (`AlreadyRunningError`)
+or an update of a missing one (`InstanceNotFoundError`) fails that `put` alone
+while the rest of the batch commits. A write the server refuses (a NUL
+character in the JSON, which `jsonb` cannot hold) sends the batch through
+again one savepoint per write, so it too fails alone. Writes for the same id
+in one batch are applied in the order they were made; rows are written in id
+order, so two processes' batches never deadlock on each other. No `put`
+returns before the commit that holds its write has returned.
+
+**Many nodes.** Creation is decided by the database, not by a read before the
+write: when two processes create the same id at once, PostgreSQL's unique
+index makes one insert wait for the other, and exactly one of them succeeds;
+the other gets `AlreadyRunningError`.
+
+**Lost connections.** When the server restarts or drops connections, the
+pool replaces them: reads are tried again on a fresh connection, and a batch
+of writes checks its connection before sending anything, so neither fails
+because of a connection that broke while it sat idle in the pool.
+
+**Schema.** One table, `workflow_instances`; each row holds the instance as
+`jsonb` (with a GIN index for containment queries) plus the columns queries
+filter on, B-tree indexed. Migrations are the numbered files in
+`hephaestus/storage/sql/postgres/`; `migrate(url)` (the `hephaestus db
+migrate` command) applies them under an advisory lock and records them in
+`hephaestus_schema_version`. `open()` never changes the schema: it checks the
+version and refuses a database that is not migrated, or migrated by another
+version of Hephaestus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, LiteralString, Self, cast
+from urllib.parse import urlsplit, urlunsplit
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.rows import TupleRow
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "PostgresStorage needs the postgres extra: pip install 'hephaestus-workflows[postgres]'"
+    ) from exc
+
+from hephaestus.core.instance import Instance, Status
+from hephaestus.errors import (
+    AlreadyRunningError,
+    ConcurrencyError,
+    HephaestusError,
+    StorageError,
+)
+from hephaestus.storage._sql import Migration, load_migrations, load_queries
+from hephaestus.storage.base import Query, StorageStats, check_put, not_found
+
+__all__ = ["PostgresStorage", "migrate"]
+
+_SQL_PACKAGE = "hephaestus.storage.sql.postgres"
+MIGRATIONS: tuple[Migration, ...] = load_migrations(_SQL_PACKAGE)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+_QUERIES = load_queries(_SQL_PACKAGE)
+
+_Connection = psycopg.AsyncConnection[TupleRow]
+
+_SCHEMES = ("postgresql", "postgres")
+_URL_FORMAT = "postgresql://user:password@host:5432/database"
+_ACTIVE = [status.value for status in Status if status.is_active]
+# Advisory locks taken by `migrate` are (this class, a hash of the schema name).
+_LOCK_CLASS = 0x48455048
+# Serialization failure and deadlock: nothing was written, the batch is sent again.
+_TRANSIENT = ("40001", "40P01")
+_ATTEMPTS = 3
+# PostgreSQL's jsonb cannot hold a NUL character (\u0000).
+_UNTRANSLATABLE_CHARACTER = "22P05"
+
+
+@dataclass(slots=True)
+class _Write:
+    """A queued `put`: the statement's parameters, the instance, the caller waiting."""
+
+    instance: Instance
+    expected_revision: int | None
+    params: dict[str, Any]
+    future: asyncio.Future[None]
+
+
+class PostgresStorage:
+    """Instances in a PostgreSQL database; see the module docstring for the guarantees.
+
+    `url` is `postgresql://user:password@host:port/database` (or
+    `postgres://...`, with any libpq parameters as query string). Create the
+    schema first with `hephaestus db migrate --storage URL` or `await
+    migrate(url)`. `schema` is the PostgreSQL schema holding the table;
+    `min_size` and `max_size` bound the connection pool; `connect_timeout` is
+    how many seconds opening a connection may take, and `timeout` how many
+    seconds a call waits for a free connection of the pool.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "public",
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        timeout: float = 10.0,
+    ) -> None:
+        self._params = _parse_url(url)
+        _check_schema_name(schema)
+        if isinstance(min_size, bool) or min_size < 0:
+            raise ValueError(f"min_size must be an int >= 0, got {min_size!r}")
+        if isinstance(max_size, bool) or max_size < max(min_size, 1):
+            raise ValueError(
+                f"max_size must be an int >= 1 and >= min_size ({min_size}), got {max_size!r}"
+            )
+        if not connect_timeout > 0 or not timeout > 0:
+            raise ValueError(
+                f"connect_timeout and timeout must be seconds > 0, got {connect_timeout!r} "
+                f"and {timeout!r}"
+            )
+        self.url = url
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.where = _describe(self._params)
+        self.stats = StorageStats()
+        self._q = _render(schema)
+        self._pool: AsyncConnectionPool[_Connection] | None = None
+        self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._pending: list[_Write] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStorage({_redact(self.url)!r}, schema={self.schema!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, check that the schema is migrated to this version, and start the pool."""
+        if self._pool is not None:
+            return
+        async with await _connect(self.url, self._params, self.connect_timeout) as conn:
+            await self._check_schema(conn)
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in self._params:
+            kwargs["connect_timeout"] = _whole_seconds(self.connect_timeout)
+        if "application_name" not in self._params:
+            kwargs["application_name"] = "hephaestus"
+        pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
+            self.url,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            open=False,
+            kwargs=kwargs,
+            configure=self._configure,
+            timeout=self.timeout,
+            name=f"hephaestus {self.where}",
+        )
+        try:
+            await pool.open(wait=True, timeout=self.connect_timeout)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, PoolTimeout):
+                raise StorageError(
+                    f"cannot open {self.min_size} connection(s) to PostgreSQL at {self.where} "
+                    f"within {self.connect_timeout}s; check that the server accepts that many "
+                    "more connections (max_connections) and lower min_size if needed"
+                ) from exc
+            raise
+        self._pool = pool
+        self._state = "open"
+
+    async def close(self) -> None:
+        """Commit every queued write, then close the pool's connections."""
+        pool = self._pool
+        if pool is None:
+            return
+        self._state = "closing"
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+        try:
+            await pool.close()
+        finally:
+            self._pool = None
+            self._state = "closed"
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the contract ------------------------------------------------------------------------
+
+    async def get(self, instance_id: str) -> Instance:
+        rows = await self._fetch(self._q["get_document"], {"id": instance_id})
+        if not rows:
+            raise not_found(instance_id)
+        return Instance.from_json(rows[0][0])
+
+    async def put(self, instance: Instance, expected_revision: int | None) -> None:
+        self._check_open()
+        params = {
+            "id": instance.id,
+            "workflow": instance.workflow,
+            "workflow_version": instance.workflow_version,
+            "status": instance.status.value,
+            "revision": instance.revision,
+            "next_timer_at": _timer_due(instance),
+            "created_at": _utc(instance.created_at),
+            "updated_at": _utc(instance.updated_at),
+            "document": instance.to_json(),
+            "expected_revision": expected_revision,
+            "active": _ACTIVE,
+        }
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(instance, expected_revision, params, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued(), name=f"{self!r} writer")
+        await future
+
+    async def delete(self, instance_id: str) -> None:
+        self._check_open()
+        try:
+            async with self._connection(checked=True) as conn:
+                cursor = await conn.execute(self._q["delete"], {"id": instance_id})
+                deleted = cursor.rowcount
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        if not deleted:
+            raise not_found(instance_id)
+        self.stats.transactions += 1
+        self.stats.writes += 1
+
+    async def query(self, query: Query) -> list[Instance]:
+        select = self._select(query)
+        if select is None:
+            return []
+        rows = await self._fetch(*select)
+        return [Instance.from_json(row[0]) for row in rows]
+
+    async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch(self._q["due_timers"], {"now": _utc(now), "limit": limit})
+        return [str(row[0]) for row in rows]
+
+    async def next_timer_at(self) -> datetime | None:
+        rows = await self._fetch(self._q["next_timer_at"], {})
+        earliest = rows[0][0] if rows else None
+        return None if earliest is None else cast(datetime, earliest).astimezone(UTC)
+
+    # -- group commit ----------------------------------------------------------------------------
+
+    async def _write_queued(self) -> None:
+        """Commit queued writes, batch after batch, until the queue is empty."""
+        batch: list[_Write] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = await self._write_batch(batch)
+                except Exception as exc:
+                    # The whole transaction failed: every write of the batch failed with it.
+                    message = str(exc) if isinstance(exc, StorageError) else f"{self!r}: {exc!r}"
+                    _fail(batch, message, exc)
+                else:
+                    for write, outcome in zip(batch, outcomes, strict=True):
+                        if write.future.done():  # its caller was cancelled
+                            continue
+                        if outcome is None:
+                            write.future.set_result(None)
+                        else:
+                            write.future.set_exception(outcome)
+                batch = []
+        except BaseException as exc:
+            # Cancelled (the event loop is shutting down): nobody will commit these now.
+            _fail([*batch, *self._pending], _INTERRUPTED.format(where=self.where), exc)
+            self._pending = []
+            raise
+        finally:
+            self._writer = None
+
+    async def _write_batch(self, batch: list[_Write]) -> list[HephaestusError | None]:
+        """Apply `batch` in one transaction; a refused write fails alone and writes nothing."""
+        # Rows are locked in id order on every node, so two batches never deadlock; the
+        # sort is stable, so the writes of one id keep the order they were made in.
+        order = sorted(range(len(batch)), key=lambda index: batch[index].instance.id)
+        writes = [batch[index] for index in order]
+        isolate = False
+        attempt = 1
+        while True:
+            try:
+                async with self._connection(checked=True) as conn:
+                    if isolate:
+                        outcomes = await self._apply_each(conn, writes)
+                    else:
+                        outcomes = await self._apply_all(conn, writes)
+                break
+            except psycopg.Error as exc:
+                if exc.sqlstate in _TRANSIENT and attempt < _ATTEMPTS:
+                    attempt += 1
+                elif not isolate and not isinstance(exc, psycopg.OperationalError):
+                    # One write was refused and took the transaction with it: nothing is
+                    # stored yet, so send the batch again with a savepoint per write.
+                    isolate = True
+                else:
+                    raise StorageError(self._batch_failed(len(batch), exc)) from exc
+        written = sum(outcome is None for outcome in outcomes)
+        if written:
+            self.stats.transactions += 1
+            self.stats.writes += written
+        results: list[HephaestusError | None] = [None] * len(batch)
+        for index, outcome in zip(order, outcomes, strict=True):
+            results[index] = outcome
+        return results
+
+    async def _apply_all(
+        self, conn: _Connection, writes: list[_Write]
+    ) -> list[HephaestusError | None]:
+        """Every write in one transaction, sent in one pipeline."""
+        async with conn.transaction():
+            cursor = conn.cursor()
+            await cursor.executemany(
+                self._q["write"], [write.params for write in writes], returning=True
+            )
+            rows: list[TupleRow | None] = []
+            while True:
+                rows.append(await cursor.fetchone())
+                if not cursor.nextset():
+                    break
+            return [
+                await self._outcome(conn, write, row)
+                for write, row in zip(writes, rows, strict=True)
+            ]
+
+    async def _apply_each(
+        self, conn: _Connection, writes: list[_Write]
+    ) -> list[HephaestusError | None]:
+        """Every write in one transaction, each in a savepoint, so a refused one fails alone."""
+        outcomes: list[HephaestusError | None] = []
+        async with conn.transaction():
+            for write in writes:
+                try:
+                    async with conn.transaction():
+                        cursor = await conn.execute(self._q["write"], write.params)
+                        row = await cursor.fetchone()
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    outcomes.append(self._refused(write, exc))
+                    continue
+                outcomes.append(await self._outcome(conn, write, row))
+        return outcomes
+
+    async def _outcome(
+        self, conn: _Connection, write: _Write, row: TupleRow | None
+    ) -> HephaestusError | None:
+        """`None` if the write was made, else the error that explains why it was not."""
+        assert row is not None  # the statement always returns one row
+        written, status, revision = row
+        if written:
+            return None
+        refusal = _refusal(write, status, revision)
+        if refusal is None:
+            # Another process changed the row after this statement's snapshot: read it again.
+            cursor = await conn.execute(self._q["get_version"], {"id": write.instance.id})
+            current = await cursor.fetchone()
+            refusal = _refusal(write, *(current or (None, None)))
+        if refusal is not None:
+            return refusal
+        if write.expected_revision is None:
+            return AlreadyRunningError(
+                f"instance {write.instance.id} was created by another writer at the same time; "
+                "wait for it to finish or cancel it before starting another with the same id"
+            )
+        return ConcurrencyError(
+            f"instance {write.instance.id} was changed by another writer while this write "
+            "waited; read it again and retry"
+        )
+
+    def _refused(self, write: _Write, exc: psycopg.Error) -> StorageError:
+        if exc.sqlstate == _UNTRANSLATABLE_CHARACTER:
+            message = (
+                f"PostgreSQL cannot store instance {write.instance.id}: its JSON holds a NUL "
+                "character (\\u0000), which the jsonb type refuses; remove NUL characters "
+                "from its context and step updates"
+            )
+        else:
+            message = (
+                f"PostgreSQL at {self.where} refused to store instance {write.instance.id} "
+                f"({_reason(exc)}); nothing of it was stored"
+            )
+        error = StorageError(message)
+        error.__cause__ = exc
+        return error
+
+    def _batch_failed(self, count: int, exc: psycopg.Error) -> str:
+        if isinstance(exc, psycopg.OperationalError):
+            return (
+                f"PostgreSQL at {self.where}: writing {count} instance(s) failed "
+                f"({_reason(exc)}); if the connection broke during the commit some may have "
+                "been stored: read them before writing again"
+            )
+        return (
+            f"PostgreSQL at {self.where}: writing {count} instance(s) failed ({_reason(exc)}); "
+            "nothing of them was stored"
+        )
+
+    # -- connections -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            state = "not open yet" if self._state == "new" else "closed"
+            raise StorageError(
+                f"PostgreSQL storage {self.where} is {state}; open it first "
+                "(`await storage.open()` or `async with PostgresStorage(...)`)"
+            )
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, *, checked: bool = False) -> AsyncIterator[_Connection]:
+        """A connection of the pool; `checked` first makes sure it still works.
+
+        Connections break when the server restarts or drops them. Reads find out
+        by failing and are tried again (`_fetch`); a batch of writes checks its
+        connection first, because a write that failed mid-commit cannot be retried.
+        """
+        pool = self._pool
+        if pool is None:
+            self._check_open()
+            raise AssertionError("an open storage has a pool")  # pragma: no cover
+        conn = await self._getconn(pool)
+        for _ in range(self.max_size if checked else 0):
+            try:
+                await AsyncConnectionPool.check_connection(conn)
+                break
+            except psycopg.OperationalError:
+                await pool.putconn(conn)  # broken: the pool drops it and opens another
+                conn = await self._getconn(pool)
+        try:
+            yield conn
+        finally:
+            # A connection returned in the middle of a statement (cancelled) is closed.
+            await pool.putconn(conn)
+
+    async def _getconn(self, pool: AsyncConnectionPool[_Connection]) -> _Connection:
+        task = asyncio.current_task()
+        cancelling = 0 if task is None else task.cancelling()
+        try:
+            conn = await pool.getconn()
+        except PoolTimeout as exc:
+            raise StorageError(
+                f"no connection to PostgreSQL at {self.where} within {self.timeout}s: the "
+                f"server is unreachable or all {self.max_size} connections of the pool are "
+                "busy; check the server, or raise max_size or timeout"
+            ) from exc
+        if task is not None and task.cancelling() > cancelling:
+            # Cancelled while a connection was being handed over: on Python 3.11 the pool's
+            # `asyncio.wait_for` can then return the connection and drop the cancellation,
+            # which would leave a task that was told to stop running (and a close() waiting).
+            await pool.putconn(conn)
+            raise asyncio.CancelledError
+        return conn
+
+    async def _configure(self, conn: _Connection) -> None:
+        """Make every new connection commit durably (see the module docstring)."""
+        cursor = await conn.execute(self._q["show_synchronous_commit"])
+        row = await cursor.fetchone()
+        if row is not None and row[0] == "off":
+            await conn.execute(self._q["commit_synchronously"])
+
+    async def _fetch(self, statement: LiteralString, params: dict[str, Any]) -> list[TupleRow]:
+        """The rows of a read; tried again on another connection if its connection broke."""
+        self._check_open()
+        attempts = self.max_size + 1
+        try:
+            for attempt in range(1, attempts + 1):
+                async with self._connection() as conn:
+                    try:
+                        cursor = await conn.execute(statement, params)
+                        return await cursor.fetchall()
+                    except psycopg.OperationalError:
+                        if not conn.broken or attempt == attempts:
+                            raise
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, exc: psycopg.Error) -> StorageError:
+        return StorageError(f"PostgreSQL at {self.where}: {_reason(exc)}")
+
+    async def _check_schema(self, conn: _Connection) -> None:
+        """Refuse a database that is not migrated to exactly this version of the schema."""
+        version = await _schema_version(conn, self._q)
+        url = _redact(self.url)
+        if self.schema != "public":
+            url += f"{'&' if '?' in url else '?'}schema={self.schema}"
+        command = f"`hephaestus db migrate --storage {url}`"
+        if version == 0:
+            raise StorageError(
+                f"PostgreSQL database {self.where} has no Hephaestus tables in schema "
+                f"{self.schema!r}; create them with {command}, then open the storage again"
+            )
+        if version < SCHEMA_VERSION:
+            raise StorageError(
+                f"PostgreSQL database {self.where} has Hephaestus schema version {version}, "
+                f"older than the {SCHEMA_VERSION} this Hephaestus needs; upgrade it with {command}"
+            )
+        if version > SCHEMA_VERSION:
+            raise StorageError(_newer(self.where, version))
+
+    def _select(self, query: Query) -> tuple[LiteralString, dict[str, Any]] | None:
+        """The SQL and parameters of `query`, or `None` when it can match nothing."""
+        clauses: list[LiteralString] = []
+        params: dict[str, Any] = {}
+        if query.id is not None:
+            clauses.append("id = %(id)s")
+            params["id"] = query.id
+        if query.status is not None:
+            clauses.append("status = %(status)s")
+            params["status"] = str(query.status)
+        if query.status_in is not None:
+            if not query.status_in:
+                return None
+            clauses.append("status = ANY(%(status_in)s::text[])")
+            params["status_in"] = [str(status) for status in query.status_in]
+        if query.workflow is not None:
+            clauses.append("workflow = %(workflow)s")
+            params["workflow"] = query.workflow
+        if query.workflow_in is not None:
+            if not query.workflow_in:
+                return None
+            clauses.append("workflow = ANY(%(workflow_in)s::text[])")
+            params["workflow_in"] = list(query.workflow_in)
+        if query.workflow_version is not None:
+            clauses.append("workflow_version = %(workflow_version)s")
+            params["workflow_version"] = query.workflow_version
+        if query.after is not None:
+            clauses.append("id > %(after)s")
+            params["after"] = query.after
+        statement = self._q["select_documents"].rstrip(";")
+        if clauses:
+            statement += " WHERE " + " AND ".join(clauses)
+        statement += " ORDER BY id"
+        if query.limit is not None:
+            statement += " LIMIT %(limit)s"
+            params["limit"] = query.limit
+        return statement, params
+
+
+async def migrate(url: str, *, schema: str = "public", connect_timeout: float = 5.0) -> list[str]:
+    """Bring the database at `url` to this version's schema; return the migrations applied.
+
+    Creates `schema` if it does not exist. Safe to run again (nothing left to
+    apply returns `[]`) and from several processes at once: an advisory lock
+    lets one migrate while the others wait, then find nothing to do. Refuses a
+    database migrated by a newer Hephaestus.
+    """
+    params = _parse_url(url)
+    _check_schema_name(schema)
+    queries = _render(schema)
+    where = _describe(params)
+    lock = {"lock_class": _LOCK_CLASS, "lock_key": _lock_key(schema)}
+    async with await _connect(url, params, connect_timeout) as conn:
+        try:
+            await conn.execute(queries["lock_schema"], lock)
+            try:
+                return await _apply_migrations(conn, queries, schema, where)
+            finally:
+                with contextlib.suppress(psycopg.Error):  # closing the connection unlocks too
+                    await conn.execute(queries["unlock_schema"], lock)
+        except psycopg.Error as exc:
+            raise StorageError(
+                f"migrating PostgreSQL database {where} (schema {schema!r}) failed "
+                f"({_reason(exc)}); check that the user may create tables there"
+            ) from exc
+
+
+async def _apply_migrations(
+    conn: _Connection, queries: dict[str, LiteralString], schema: str, where: str
+) -> list[str]:
+    cursor = await conn.execute(queries["schema_exists"], {"name": schema})
+    exists = await cursor.fetchone()
+    if not (exists and exists[0]):
+        await conn.execute(queries["create_schema"])
+    await conn.execute(queries["create_version_table"])
+    current = await _schema_version(conn, queries)
+    if current > SCHEMA_VERSION:
+        raise StorageError(_newer(where, current))
+    applied: list[str] = []
+    for migration in MIGRATIONS:
+        if migration.version <= current:
+            continue
+        name = f"{migration.version:04d}_{migration.name}"
+        async with conn.transaction():
+            await conn.execute(queries["use_schema"])
+            await conn.execute(migration.sql)
+            await conn.execute(
+                queries["record_migration"], {"version": migration.version, "name": name}
+            )
+        applied.append(name)
+    return applied
+
+
+async def _schema_version(conn: _Connection, queries: dict[str, LiteralString]) -> int:
+    """The version recorded in the schema, 0 when there is none."""
+    try:
+        cursor = await conn.execute(queries["schema_version"])
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return 0
+    row = await cursor.fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+async def _connect(url: str, params: dict[str, Any], connect_timeout: float) -> _Connection:
+    """One connection, with errors that say where the server was looked for."""
+    options: dict[str, Any] = {"autocommit": True}
+    if "connect_timeout" not in params:
+        options["connect_timeout"] = _whole_seconds(connect_timeout)
+    try:
+        return await psycopg.AsyncConnection.connect(url, **options)
+    except psycopg.Error as exc:
+        host = params.get("host") or "localhost"
+        port = params.get("port") or "5432"
+        raise StorageError(
+            f"cannot connect to PostgreSQL at {_describe(params)} ({_reason(exc)}); check "
+            f"that the server is running and accepts connections on host {host} port {port}, "
+            "and that the user, password and database in the URL are right"
+        ) from exc
+
+
+def _parse_url(url: str) -> dict[str, Any]:
+    scheme, separator, _ = url.partition("://") if isinstance(url, str) else ("", "", "")
+    if not separator or scheme.lower() not in _SCHEMES:
+        raise StorageError(
+            f"malformed PostgreSQL URL {_redact(str(url))!r}: it must start with "
+            f"postgresql:// or postgres://, like {_URL_FORMAT}"
+        )
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise StorageError(
+            f"malformed PostgreSQL URL {_redact(url)!r} ({_reason(exc)}); write it like "
+            f"{_URL_FORMAT}"
+        ) from exc
+    port = str(params.get("port") or "5432")
+    if not all(part.isdigit() for part in port.split(",")):
+        raise StorageError(
+            f"malformed PostgreSQL URL {_redact(url)!r}: port {port!r} is not a number; "
+            f"write it like {_URL_FORMAT}"
+        )
+    return params
+
+
+def _check_schema_name(schema: str) -> None:
+    if not isinstance(schema, str) or not schema or "\x00" in schema:
+        raise ValueError(f"schema must be a PostgreSQL schema name, got {schema!r}")
+    if len(schema.encode()) > 63:
+        raise ValueError(f"schema name {schema!r} is longer than PostgreSQL's 63 bytes")
+
+
+def _render(schema: str) -> dict[str, LiteralString]:
+    """The named queries with `{schema}` replaced by the quoted schema name."""
+    identifier = sql.Identifier(schema)
+    return {
+        name: sql.SQL(text).format(schema=identifier).as_string() for name, text in _QUERIES.items()
+    }
+
+
+def _describe(params: dict[str, Any]) -> str:
+    """`host:port/database` of a connection, for messages (never the password)."""
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    database = params.get("dbname") or params.get("user") or "(default database)"
+    return f"{host}:{port}/{database}"
+
+
+def _redact(url: str) -> str:
+    """`url` with any password replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    userinfo = netloc[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[2]}"))
+
+
+def _reason(exc: BaseException) -> str:
+    """The error's text on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _newer(where: str, version: int) -> str:
+    return (
+        f"PostgreSQL database {where} has Hephaestus schema version {version}, newer than the "
+        f"{SCHEMA_VERSION} this Hephaestus knows; upgrade hephaestus-workflows to use it"
+    )
+
+
+def _lock_key(schema: str) -> int:
+    """A stable signed 32-bit key for the schema's migration lock."""
+    key = zlib.crc32(schema.encode())
+    return key - 2**32 if key >= 2**31 else key
+
+
+def _whole_seconds(seconds: float) -> int:
+    # libpq takes whole seconds and treats anything below 2 as 2.
+    return max(2, int(-(-seconds // 1)))
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` as an aware datetime; a naive one is taken as UTC (as `to_epoch` does)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _timer_due(instance: Instance) -> datetime | None:
+    """The earliest timer of an active instance; `None` when final or timer-less."""
+    if not instance.status.is_active:
+        return None
+    due = instance.next_timer_at
+    return None if due is None else _utc(due)
+
+
+def _refusal(write: _Write, status: str | None, revision: int | None) -> HephaestusError | None:
+    try:
+        check_put(
+            write.instance,
+            write.expected_revision,
+            None if status is None else Status(status),
+            revision,
+        )
+    except HephaestusError as refused:
+        return refused
+    return None
+
+
+def _fail(writes: list[_Write], message: str, cause: BaseException) -> None:
+    """Answer each still-waiting `put` of `writes` with its own `StorageError`."""
+    for write in writes:
+        if not write.future.done():
+            failure = StorageError(message)
+            failure.__cause__ = cause
+            write.future.set_exception(failure)
+
+
+_INTERRUPTED = (
+    "PostgreSQL at {where}: the write was interrupted before its commit was confirmed; "
+    "read the instance to see whether it was stored"
+)
