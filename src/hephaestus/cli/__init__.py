@@ -18,4 +18,4 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from exc
-    cli()
+    cli(prog_name="hephaestus")

@@ -1,0 +1,5 @@
+"""`python -m hephaestus.cli`: the same as the `hephaestus` command."""
+
+from hephaestus.cli import main
+
+main()
