@@ -79,7 +79,12 @@ def postgres_database(postgres_server_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def postgres_url(postgres_database: str) -> str:
-    """The URL of the run's database, its `workflow_instances` table emptied for this test."""
+    """The URL of the run's database, its tables (and job queue) emptied for this test."""
     with psycopg.connect(postgres_database, autocommit=True) as conn:
-        conn.execute("TRUNCATE workflow_instances")
+        conn.execute("TRUNCATE workflow_instances, hephaestus_step_results")
+        # The distributed runner's job queue, when its extra is installed.
+        if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone() != (None,):
+            conn.execute(
+                "TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_workers CASCADE"
+            )
     return postgres_database

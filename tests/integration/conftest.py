@@ -18,6 +18,7 @@ import pytest
 
 from hephaestus import Instance
 from hephaestus.app import Hephaestus
+from hephaestus.runners.base import Runner
 from hephaestus.runners.local import LocalRunner
 from hephaestus.storage import Query, SQLiteStorage, Storage
 
@@ -71,10 +72,12 @@ async def open_app() -> AsyncIterator[OpenApp]:
     """Open apps on demand; whatever is still open at the end of the test is closed."""
     opened: list[Hephaestus] = []
 
-    async def make(storage: Path | Storage, **runner_options: Any) -> Hephaestus:
+    async def make(
+        storage: Path | Storage, *, runner: Runner | None = None, **runner_options: Any
+    ) -> Hephaestus:
         if isinstance(storage, Path):
             storage = SQLiteStorage(storage)
-        app = Hephaestus(storage=storage, runner=LocalRunner(**runner_options))
+        app = Hephaestus(storage=storage, runner=runner or LocalRunner(**runner_options))
         await app.open()
         opened.append(app)
         return app
@@ -87,7 +90,40 @@ async def open_app() -> AsyncIterator[OpenApp]:
                 await app.close()
 
 
+@pytest.fixture(autouse=True)
+def fresh_observations(request: pytest.FixtureRequest) -> None:
+    """Empty the test module's `RT_*` records (what its steps saw and did) before each test.
+
+    A test may run twice, once per runner, with the same instance ids; each run
+    must see only its own observations.
+    """
+    for name, value in vars(request.module).items():
+        if name.startswith("RT_") and isinstance(value, dict | list | set):
+            value.clear()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_runners` get `app` twice: local on SQLite, distributed on PostgreSQL."""
+    if "app" in metafunc.fixturenames:
+        kinds = ["local"]
+        if metafunc.definition.get_closest_marker("both_runners"):
+            kinds.append("distributed")
+        metafunc.parametrize("app", kinds, indirect=True)
+
+
 @pytest.fixture
-async def app(open_app: OpenApp, db_path: Path) -> Hephaestus:
-    """An open app on a SQLite file of its own."""
-    return await open_app(db_path)
+async def app(request: pytest.FixtureRequest, open_app: OpenApp, db_path: Path) -> Hephaestus:
+    """An open app: a LocalRunner on a SQLite file of its own, or (for `both_runners`
+    tests) a ProcrastinateRunner with a worker in this process, on PostgreSQL."""
+    if request.param == "local":
+        return await open_app(db_path)
+    from hephaestus.runners.procrastinate import ProcrastinateRunner
+    from hephaestus.storage.postgres import PostgresStorage
+
+    url = request.getfixturevalue("postgres_url")
+    return await open_app(
+        PostgresStorage(url),
+        runner=ProcrastinateRunner(
+            worker=True, heartbeat=0.5, stalled_after=2.0, poll_interval=0.05
+        ),
+    )

@@ -25,6 +25,8 @@ from hephaestus import (
 )
 from hephaestus.app import Hephaestus
 
+pytestmark = pytest.mark.both_runners
+
 
 class RtFacGate(WaitForEvent):
     key = "fac_gate"

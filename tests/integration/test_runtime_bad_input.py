@@ -43,6 +43,8 @@ from hephaestus.app import Hephaestus
 from hephaestus.runners.base import TimerHandle
 from hephaestus.runners.local import LocalRunner
 
+pytestmark = pytest.mark.both_runners
+
 
 class RtBadGate(WaitForEvent):
     key = "gate"

@@ -33,6 +33,9 @@ RT_RENDEZVOUS: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
 RT_RUNS: Counter[tuple[str, str]] = Counter()
 
 
+pytestmark = pytest.mark.both_runners
+
+
 def _note_place(key: str) -> None:
     try:
         asyncio.get_running_loop()

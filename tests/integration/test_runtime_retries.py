@@ -29,6 +29,9 @@ RT_ATTEMPTS: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)
 RT_REACHED: list[str] = []
 
 
+pytestmark = pytest.mark.both_runners
+
+
 def _seen(instance: Instance, context: Context) -> int:
     RT_ATTEMPTS[instance.id].append((context.attempt, context.idempotency_key))
     return context.attempt

@@ -33,6 +33,9 @@ from hephaestus.storage import SQLiteStorage
 RT_TIMER_RUNS: Counter[tuple[str, str]] = Counter()
 
 
+pytestmark = pytest.mark.both_runners
+
+
 async def _sleep_past(moment: datetime, margin: float = 0.15) -> None:
     """Sleep until `moment` plus `margin` seconds has passed (short: timers here are < 1 s)."""
     remaining = (moment - datetime.now(UTC)).total_seconds() + margin

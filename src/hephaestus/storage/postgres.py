@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ from hephaestus.errors import (
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import Query, StorageStats, check_put, not_found
 
-__all__ = ["PostgresStorage", "migrate"]
+__all__ = ["PostgresStorage", "PostgresTransaction", "migrate"]
 
 _SQL_PACKAGE = "hephaestus.storage.sql.postgres"
 MIGRATIONS: tuple[Migration, ...] = load_migrations(_SQL_PACKAGE)
@@ -103,7 +104,7 @@ class _Write:
     instance: Instance
     expected_revision: int | None
     params: dict[str, Any]
-    future: asyncio.Future[None]
+    future: asyncio.Future[None] | None
 
 
 class PostgresStorage:
@@ -231,24 +232,58 @@ class PostgresStorage:
 
     async def put(self, instance: Instance, expected_revision: int | None) -> None:
         self._check_open()
-        params = {
-            "id": instance.id,
-            "workflow": instance.workflow,
-            "workflow_version": instance.workflow_version,
-            "status": instance.status.value,
-            "revision": instance.revision,
-            "next_timer_at": _timer_due(instance),
-            "created_at": _utc(instance.created_at),
-            "updated_at": _utc(instance.updated_at),
-            "document": instance.to_json(),
-            "expected_revision": expected_revision,
-            "active": _ACTIVE,
-        }
+        params = _write_params(instance, expected_revision)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Write(instance, expected_revision, params, future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued(), name=f"{self!r} writer")
         await future
+
+    @property
+    def pool(self) -> AsyncConnectionPool[_Connection]:
+        """The connection pool (for a job queue that shares the database, like Procrastinate)."""
+        self._check_open()
+        assert self._pool is not None
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTransaction]:
+        """One transaction on one connection, for writes that must commit with other rows.
+
+        The distributed runner stores a new state together with the jobs it
+        implies. These writes bypass group commit; they are durable when the
+        block exits, and nothing of them is stored if it raises.
+        """
+        self._check_open()
+        try:
+            async with self._connection(checked=True) as conn, conn.transaction():
+                tx = PostgresTransaction(self, conn)
+                yield tx
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
+        if tx.writes:
+            self.stats.transactions += 1
+            self.stats.writes += tx.writes
+
+    async def unattended_instances(self, older_than: float) -> list[str]:
+        """Ids of instances with step results or due timers waiting for `older_than` seconds."""
+        rows = await self._fetch(self._q["unattended_instances"], {"seconds": older_than})
+        return [str(row[0]) for row in rows]
+
+    async def pending_jobs(self, queue: str) -> int:
+        """Jobs of `queue` that are running or due now (the distributed runner's backlog)."""
+        rows = await self._fetch(self._q["pending_jobs"], {"queue": queue})
+        return int(rows[0][0]) if rows else 0
+
+    async def check_job_queue_schema(self) -> None:
+        """Refuse to run jobs on a database where `hephaestus db migrate` did not add the queue."""
+        rows = await self._fetch(self._q["job_queue_exists"], {})
+        if not (rows and rows[0][0]):
+            raise StorageError(
+                f"PostgreSQL database {self.where} has no job queue tables; create them with "
+                f"`hephaestus db migrate --storage {_redact(self.url)}` (with the `distributed` "
+                "extra installed)"
+            )
 
     async def delete(self, instance_id: str) -> None:
         self._check_open()
@@ -297,6 +332,7 @@ class PostgresStorage:
                     _fail(batch, message, exc)
                 else:
                     for write, outcome in zip(batch, outcomes, strict=True):
+                        assert write.future is not None
                         if write.future.done():  # its caller was cancelled
                             continue
                         if outcome is None:
@@ -579,6 +615,82 @@ class PostgresStorage:
         return statement, params
 
 
+class PostgresTransaction:
+    """Reads and writes inside `PostgresStorage.transaction()`, on its one connection."""
+
+    def __init__(self, storage: PostgresStorage, connection: _Connection) -> None:
+        self.storage = storage
+        self.connection = connection
+        self.writes = 0
+        self._q = storage._q
+
+    async def get(self, instance_id: str, *, for_update: bool = False) -> Instance:
+        """The stored instance; with `for_update`, locked until the transaction ends."""
+        query = self._q["get_document_for_update" if for_update else "get_document"]
+        cursor = await self.connection.execute(query, {"id": instance_id})
+        row = await cursor.fetchone()
+        if row is None:
+            raise not_found(instance_id)
+        return Instance.from_json(row[0])
+
+    async def put(self, instance: Instance, expected_revision: int | None) -> None:
+        """Create or update, with the rules of `Storage.put`; raises instead of writing."""
+        params = _write_params(instance, expected_revision)
+        cursor = await self.connection.execute(self._q["write"], params)
+        row = await cursor.fetchone()
+        refusal = await self.storage._outcome(
+            self.connection, _Write(instance, expected_revision, params, None), row
+        )
+        if refusal is not None:
+            raise refusal
+        self.writes += 1
+
+    async def record_step_result(
+        self, instance_id: str, step: str, attempt: int, outcome: dict[str, Any], duration: float
+    ) -> None:
+        """Store what an attempt returned (once per attempt), for the instance's advance."""
+        await self.connection.execute(
+            self._q["record_step_result"],
+            {
+                "instance_id": instance_id,
+                "step": step,
+                "attempt": attempt,
+                "outcome": json.dumps(outcome),
+                "duration": duration,
+            },
+        )
+        self.writes += 1
+
+    async def step_results(self, instance_id: str) -> list[dict[str, Any]]:
+        """Recorded results not applied yet, oldest first."""
+        cursor = await self.connection.execute(
+            self._q["step_results"], {"instance_id": instance_id}
+        )
+        names = ("id", "step", "attempt", "outcome", "duration")
+        return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+    async def delete_step_results(self, ids: list[int]) -> None:
+        """Forget results that were applied (in the same transaction as the new state)."""
+        if ids:
+            await self.connection.execute(self._q["delete_step_results"], {"ids": ids})
+
+
+def _write_params(instance: Instance, expected_revision: int | None) -> dict[str, Any]:
+    return {
+        "id": instance.id,
+        "workflow": instance.workflow,
+        "workflow_version": instance.workflow_version,
+        "status": instance.status.value,
+        "revision": instance.revision,
+        "next_timer_at": _timer_due(instance),
+        "created_at": _utc(instance.created_at),
+        "updated_at": _utc(instance.updated_at),
+        "document": instance.to_json(),
+        "expected_revision": expected_revision,
+        "active": _ACTIVE,
+    }
+
+
 async def migrate(url: str, *, schema: str = "public", connect_timeout: float = 5.0) -> list[str]:
     """Bring the database at `url` to this version's schema; return the migrations applied.
 
@@ -596,7 +708,10 @@ async def migrate(url: str, *, schema: str = "public", connect_timeout: float = 
         try:
             await conn.execute(queries["lock_schema"], lock)
             try:
-                return await _apply_migrations(conn, queries, schema, where)
+                applied = await _apply_migrations(conn, queries, schema, where)
+                if await _install_job_queue(conn, queries):
+                    applied.append("procrastinate job queue")
+                return applied
             finally:
                 with contextlib.suppress(psycopg.Error):  # closing the connection unlocks too
                     await conn.execute(queries["unlock_schema"], lock)
@@ -631,6 +746,23 @@ async def _apply_migrations(
             )
         applied.append(name)
     return applied
+
+
+async def _install_job_queue(conn: _Connection, queries: dict[str, LiteralString]) -> bool:
+    """Create the distributed runner's job queue tables, if its extra is installed and they
+    are missing (in the database's default schema, where Procrastinate looks for them)."""
+    try:
+        from procrastinate.schema import SchemaManager
+    except ImportError:
+        return False
+    cursor = await conn.execute(queries["job_queue_exists"])
+    row = await cursor.fetchone()
+    created = not (row and row[0])
+    if created:
+        async with conn.transaction():
+            await conn.execute(SchemaManager.get_schema())
+    await conn.execute(queries["index_job_locks"])
+    return created
 
 
 async def _schema_version(conn: _Connection, queries: dict[str, LiteralString]) -> int:
@@ -772,7 +904,7 @@ def _refusal(write: _Write, status: str | None, revision: int | None) -> Hephaes
 def _fail(writes: list[_Write], message: str, cause: BaseException) -> None:
     """Answer each still-waiting `put` of `writes` with its own `StorageError`."""
     for write in writes:
-        if not write.future.done():
+        if write.future is not None and not write.future.done():
             failure = StorageError(message)
             failure.__cause__ = cause
             write.future.set_exception(failure)

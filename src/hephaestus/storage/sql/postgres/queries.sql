@@ -100,3 +100,42 @@ SHOW synchronous_commit;
 
 -- name: commit_synchronously
 SET synchronous_commit TO on;
+
+-- name: get_document_for_update
+SELECT document::text FROM {schema}.workflow_instances WHERE id = %(id)s FOR UPDATE;
+
+-- name: record_step_result
+INSERT INTO {schema}.hephaestus_step_results (instance_id, step, attempt, outcome, duration)
+VALUES (%(instance_id)s, %(step)s, %(attempt)s, %(outcome)s, %(duration)s)
+ON CONFLICT (instance_id, step, attempt) DO NOTHING;
+
+-- name: step_results
+SELECT id, step, attempt, outcome, duration FROM {schema}.hephaestus_step_results
+WHERE instance_id = %(instance_id)s ORDER BY id;
+
+-- name: delete_step_results
+DELETE FROM {schema}.hephaestus_step_results WHERE id = ANY(%(ids)s::bigint[]);
+
+-- name: job_queue_exists
+SELECT to_regclass('procrastinate_jobs') IS NOT NULL;
+
+-- name: pending_jobs
+SELECT count(*) FROM procrastinate_jobs
+WHERE queue_name = %(queue)s AND (
+    status = 'doing' OR (status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now()))
+);
+
+-- name: unattended_instances
+SELECT instance_id FROM {schema}.hephaestus_step_results
+WHERE recorded_at < now() - make_interval(secs => %(seconds)s)
+UNION
+SELECT id FROM {schema}.workflow_instances
+WHERE next_timer_at < now() - make_interval(secs => %(seconds)s)
+LIMIT 1000;
+
+-- name: index_job_locks
+-- Procrastinate picks a job only if no earlier job of the same lock is queued or
+-- running; with one lock per instance and many instances queued, that check scans
+-- the queue for every candidate unless the locks are indexed.
+CREATE INDEX IF NOT EXISTS hephaestus_procrastinate_jobs_lock
+    ON procrastinate_jobs (lock, id) WHERE status IN ('todo', 'doing');

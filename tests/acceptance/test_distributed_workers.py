@@ -1,0 +1,210 @@
+"""The distributed runner on real PostgreSQL with real worker processes.
+
+Two `hephaestus worker` processes share the work of 1,000 instances (fan-out,
+join, a wait with a durable timeout); one is SIGKILLed halfway. The other
+retries the dead worker's stalled jobs, every instance completes, no step
+result is applied twice, and no step runs again after its completion was
+stored. A burst of resumes from several processes to one instance loses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hephaestus import Instance, InstanceNotWaitingError, InvalidEventError, Status
+from hephaestus.storage.base import Query
+from hephaestus.storage.postgres import PostgresStorage
+
+HERE = Path(__file__).parent / "distributed"
+INSTANCES = 1000
+
+sys.path.insert(0, str(HERE))
+from dist_flows import GATES, DistBurst, DistFlow, make_app  # noqa: E402
+
+
+def _env(url: str, log: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HEPHAESTUS_DIST_URL": url,
+        "DIST_LOG": str(log),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
+def _worker(url: str, log: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hephaestus.cli", "worker", "--app", "dist_flows:app"],
+        env=_env(url, log),
+        cwd=HERE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def workers(
+    postgres_url: str, tmp_path: Path
+) -> Iterator[tuple[list[subprocess.Popen[str]], Path]]:
+    log = tmp_path / "executions.log"
+    started = [_worker(postgres_url, log), _worker(postgres_url, log)]
+    try:
+        yield started, log
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in started:
+            try:
+                process.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+
+
+def _executions(log: Path) -> list[tuple[str, str, int, float]]:
+    if not log.exists():
+        return []
+    rows = []
+    for line in log.read_text().splitlines():
+        instance_id, step, attempt, started = line.split()
+        rows.append((instance_id, step, int(attempt), float(started)))
+    return rows
+
+
+async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def _all_final(url: str, timeout: float) -> list[Instance]:
+    deadline = time.monotonic() + timeout
+    async with PostgresStorage(url) as storage:
+        while True:
+            instances = await storage.query(Query())
+            if all(i.status.is_final for i in instances):
+                return instances
+            active = sum(1 for i in instances if not i.status.is_final)
+            assert time.monotonic() < deadline, f"{active} instances still active"
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+async def test_two_workers_one_killed_complete_every_instance(
+    postgres_url: str, workers: tuple[list[subprocess.Popen[str]], Path]
+) -> None:
+    (doomed, survivor), log = workers
+    async with make_app(postgres_url) as app:
+        for first in range(0, INSTANCES, 100):
+            await asyncio.gather(
+                *(DistFlow.start(f"i{n}", {"n": n}) for n in range(first, first + 100))
+            )
+        # Kill one worker in the middle of the work, mid-step for some jobs.
+        await _until(lambda: len(_executions(log)) >= INSTANCES * 2, 120, "half the steps")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.communicate(timeout=10)
+        assert survivor.poll() is None
+
+        # Some instances wait for `go`; the others time out on their durable timer.
+        for n in range(0, INSTANCES, 7):
+            instance = await app.get(f"dist::i{n}")
+            if "dist_pause" in instance.waiting_steps:
+                # The durable timer may fire first: then the event is refused, as it should.
+                with contextlib.suppress(InstanceNotWaitingError, InvalidEventError):
+                    await app.resume(instance.id, "go")
+
+    instances = await _all_final(postgres_url, timeout=240)
+    assert len(instances) == INSTANCES
+    assert {i.status for i in instances} == {Status.COMPLETED}, [
+        (i.id, i.status, i.error) for i in instances if i.status is not Status.COMPLETED
+    ][:5]
+
+    runs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for instance_id, step, _attempt, started in _executions(log):
+        runs[(instance_id, step)].append(started)
+    for instance in instances:
+        history = [entry.step for entry in instance.execution_history]
+        # Each step's result applied exactly once.
+        assert sorted(history) == sorted(
+            [
+                "dist_split",
+                "dist_left",
+                "dist_right",
+                "dist_join",
+                "dist_pause",
+                "dist_finish",
+                "done",
+            ]
+        ), (instance.id, history)
+        n = instance.context.initial["n"]
+        assert instance.context.steps["dist_join"]["total"] == n * 2 + n + 1
+        for entry in instance.execution_history:
+            if entry.step in ("dist_pause", "done"):
+                continue
+            started = runs[(instance.id, entry.step)]
+            assert started, f"{instance.id}: {entry.step} completed without running"
+            late = [t for t in started if t > entry.timestamp.timestamp()]
+            assert not late, f"{instance.id}: {entry.step} ran again after it completed"
+
+
+def _resume_from_another_process(
+    url: str, instance_id: str, events: list[str]
+) -> subprocess.Popen[str]:
+    script = (
+        "import asyncio, sys\n"
+        "from dist_flows import make_app\n"
+        "async def main():\n"
+        "    async with make_app(sys.argv[1]) as app:\n"
+        "        await asyncio.gather(*(app.resume(sys.argv[2], e) for e in sys.argv[3:]))\n"
+        "asyncio.run(main())\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script, url, instance_id, *events],
+        env=_env(url, Path(os.devnull)),
+        cwd=HERE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+async def test_a_burst_of_resumes_from_several_processes_loses_none(
+    postgres_url: str, workers: tuple[list[subprocess.Popen[str]], Path]
+) -> None:
+    async with make_app(postgres_url) as app:
+        instance_id = await DistBurst.start("b1", {})
+        deadline = time.monotonic() + 60
+        while len((await app.get(instance_id)).waiting_steps) < GATES:
+            assert time.monotonic() < deadline, "the gates never all opened"
+            await asyncio.sleep(0.05)
+
+    senders = [
+        _resume_from_another_process(
+            postgres_url, instance_id, [f"signal{n}" for n in range(k, GATES, 4)]
+        )
+        for k in range(4)
+    ]
+    for sender in senders:
+        _, err = sender.communicate(timeout=60)
+        assert sender.returncode == 0, err
+
+    final = (await _all_final(postgres_url, timeout=60))[0]
+    assert final.status is Status.COMPLETED
+    resumed = {
+        entry.event for entry in final.execution_history if entry.step.startswith("dist_gate")
+    }
+    assert resumed == {f"signal{n}" for n in range(GATES)}
