@@ -1,9 +1,10 @@
 """Fixtures shared by every test directory: the PostgreSQL server the postgres tests use.
 
 The server is `HEPHAESTUS_TEST_POSTGRES_URL`, or a local one at
-`postgresql://postgres@127.0.0.1:5432/postgres`. When none answers, the
-postgres tests are skipped with a message saying how to run them, except
-under `CI=true`, where they fail: CI must not pass without them.
+`postgresql://postgres@127.0.0.1:5432/postgres`, or else a throwaway cluster
+started from installed PostgreSQL binaries (`initdb`, not as root). When none
+of these works, the postgres tests are skipped with a message saying how to
+run them, except under `CI=true`, where they fail: CI must not pass without them.
 
 Each test run creates its own throwaway database on that server, migrates it,
 and drops it at the end, so the tests never touch other data; every test that
@@ -13,10 +14,15 @@ asks for `postgres_url` starts with an empty `workflow_instances` table.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import secrets
-from collections.abc import Iterator
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -34,15 +40,68 @@ def database_url(server_url: str, database: str) -> str:
     return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
 
 
+def _postgres_binaries() -> Path | None:
+    """The directory of installed `initdb` and `pg_ctl`, if any."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    return candidates[0].parent if candidates else None
+
+
+def _throwaway_cluster(tmp: Path) -> tuple[str, Callable[[], None]] | None:
+    """Start a private cluster from installed binaries; its URL and how to stop it.
+
+    PostgreSQL refuses to run as root, so this is for developers' own accounts.
+    """
+    binaries = _postgres_binaries()
+    if binaries is None or os.geteuid() == 0:
+        return None
+    data, socket_dir = tmp / "data", tmp / "socket"
+    socket_dir.mkdir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    user = getpass.getuser()
+    subprocess.run(
+        [binaries / "initdb", "-D", data, "-U", user, "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = [binaries / "pg_ctl", "-D", data, "-w", "-s"]
+    subprocess.run([*pg_ctl, "-o", options, "-l", tmp / "log", "start"], check=True)
+
+    def stop() -> None:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], check=False)
+
+    return f"postgresql://{user}@127.0.0.1:{port}/postgres", stop
+
+
 @pytest.fixture(scope="session")
-def postgres_server_url() -> str:
-    """The URL of a reachable PostgreSQL server; skips (or fails under CI) without one."""
-    url = os.environ.get(POSTGRES_URL_VAR) or LOCAL_POSTGRES_URL
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a reachable PostgreSQL server; skips (or fails under CI) without one.
+
+    Without `HEPHAESTUS_TEST_POSTGRES_URL` and a server on 127.0.0.1:5432, a
+    throwaway cluster is started from installed PostgreSQL binaries if there are any.
+    """
+    configured = os.environ.get(POSTGRES_URL_VAR)
+    url = configured or LOCAL_POSTGRES_URL
     try:
         with psycopg.connect(url, connect_timeout=3, autocommit=True):
-            return url
+            pass
+        yield url
+        return
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split())
+    cluster = None if configured else _throwaway_cluster(tmp_path_factory.mktemp("postgres"))
+    if cluster is not None:
+        cluster_url, stop = cluster
+        try:
+            yield cluster_url
+        finally:
+            stop()
+        return
     parts = urlsplit(url)
     where = f"{parts.hostname}:{parts.port or 5432}"  # never the password
     if os.environ.get("CI", "").lower() == "true":

@@ -11,15 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from hephaestus.core import engine
 from hephaestus.core.context import Context
-from hephaestus.core.definition import WorkflowDefinition, load_workflow
+from hephaestus.core.definition import (
+    BaseWorkflow,
+    WorkflowDefinition,
+    load_workflow,
+    resolve_version,
+    workflow_name,
+)
+from hephaestus.core.engine import Advance
 from hephaestus.core.instance import Instance, Status
+from hephaestus.core.keys import validate_id
 from hephaestus.core.outcomes import Async, Error, Ok
 from hephaestus.core.step import Step
 from hephaestus.errors import InvalidEventError, WorkflowDefinitionError
@@ -32,6 +41,7 @@ __all__ = [
     "StepRun",
     "check_event",
     "idempotency_key",
+    "new_instance",
     "report_advance",
     "run_attempt",
     "step_key",
@@ -41,6 +51,29 @@ __all__ = [
 logger = logging.getLogger("hephaestus.runner")
 
 Clock = Callable[[], datetime]
+
+
+def new_instance(
+    workflow: type[BaseWorkflow],
+    context: Mapping[str, Any] | None,
+    *,
+    id: str,
+    version: int | None,
+    telemetry_metadata: Mapping[str, Any] | None,
+    now: datetime,
+) -> Advance:
+    """A new instance of `workflow` (its version resolved), checked, not stored yet."""
+    concrete = resolve_version(workflow, version, {"id": id})
+    definition = concrete.definition()
+    validate_id(id)
+    return engine.new_instance(
+        definition,
+        instance_id=id,
+        context=Context.new(context),
+        now=now,
+        workflow=workflow_name(workflow) if workflow.is_umbrella() else definition.name,
+        telemetry_metadata=telemetry_metadata,
+    )
 
 
 def check_event(instance_id: str, event: object) -> None:

@@ -30,12 +30,9 @@ from typing import Any
 
 from hephaestus.core import engine
 from hephaestus.core.commands import Command, RunStep, StopSteps
-from hephaestus.core.context import Context
 from hephaestus.core.definition import (
     BaseWorkflow,
     WorkflowDefinition,
-    resolve_version,
-    workflow_name,
 )
 from hephaestus.core.engine import Advance
 from hephaestus.core.instance import Instance, Status
@@ -53,6 +50,7 @@ from hephaestus.runners._shell import (
     DefinitionCache,
     StepRun,
     check_event,
+    new_instance,
     report_advance,
     run_attempt,
     step_key,
@@ -550,16 +548,13 @@ class LocalRunner:
         telemetry_metadata: Mapping[str, Any] | None = None,
     ) -> str:
         storage = self._storage_or_raise()
-        concrete = resolve_version(workflow, version, {"id": id})
-        definition = concrete.definition()
-        validate_id(id)
-        advance = engine.new_instance(
-            definition,
-            instance_id=id,
-            context=Context.new(context),
-            now=self._now(),
-            workflow=workflow_name(workflow) if workflow.is_umbrella() else definition.name,
+        advance = new_instance(
+            workflow,
+            context,
+            id=id,
+            version=version,
             telemetry_metadata=telemetry_metadata,
+            now=self._now(),
         )
         existing = self._actors.get(id)
         if existing is not None and existing.task is not None:

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 from hephaestus.core import engine
 from hephaestus.core.commands import Command, RunStep
-from hephaestus.core.context import Context, to_json_value
-from hephaestus.core.definition import BaseWorkflow, resolve_version, workflow_name
+from hephaestus.core.context import to_json_value
+from hephaestus.core.definition import BaseWorkflow
 from hephaestus.core.engine import Advance
 from hephaestus.core.instance import Instance, Timer
 from hephaestus.core.keys import validate_id
@@ -61,6 +61,7 @@ from hephaestus.runners._shell import (
     DefinitionCache,
     StepRun,
     check_event,
+    new_instance,
     report_advance,
     run_attempt,
     step_key,
@@ -319,16 +320,13 @@ class ProcrastinateRunner:
         telemetry_metadata: Mapping[str, Any] | None = None,
     ) -> str:
         storage = self._storage_or_raise()
-        concrete = resolve_version(workflow, version, {"id": id})
-        definition = concrete.definition()
-        validate_id(id)
-        advance = engine.new_instance(
-            definition,
-            instance_id=id,
-            context=Context.new(context),
-            now=self._now(),
-            workflow=workflow_name(workflow) if workflow.is_umbrella() else definition.name,
+        advance = new_instance(
+            workflow,
+            context,
+            id=id,
+            version=version,
             telemetry_metadata=telemetry_metadata,
+            now=self._now(),
         )
         async with storage.transaction() as tx:
             await tx.put(advance.instance, None)

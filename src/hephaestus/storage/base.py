@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 from hephaestus.core.instance import Instance, Status
 from hephaestus.errors import AlreadyRunningError, ConcurrencyError, InstanceNotFoundError
@@ -73,6 +74,28 @@ class StorageStats:
 
     transactions: int = 0
     writes: int = 0
+
+
+class AsyncContext:
+    """`async with storage:` opens it and closes it, for any adapter with open/close."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 @runtime_checkable

@@ -13,11 +13,10 @@ tests simulate a restart.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Self
 
 from hephaestus.core.instance import Instance
 from hephaestus.storage.base import (
+    AsyncContext,
     Query,
     StorageStats,
     check_put,
@@ -29,7 +28,7 @@ from hephaestus.storage.base import (
 __all__ = ["MemoryStorage"]
 
 
-class MemoryStorage:
+class MemoryStorage(AsyncContext):
     """Storage in a dict. Every method completes without yielding, so each call is atomic."""
 
     def __init__(self) -> None:
@@ -46,18 +45,6 @@ class MemoryStorage:
 
     async def close(self) -> None:
         """Nothing to flush; the instances stay readable."""
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def get(self, instance_id: str) -> Instance:
         try:

@@ -51,8 +51,7 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Literal, LiteralString, Self, cast
+from typing import Any, Literal, LiteralString, cast
 from urllib.parse import urlsplit, urlunsplit
 
 try:
@@ -74,7 +73,7 @@ from hephaestus.errors import (
     StorageError,
 )
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
-from hephaestus.storage.base import Query, StorageStats, check_put, not_found
+from hephaestus.storage.base import AsyncContext, Query, StorageStats, check_put, not_found
 
 __all__ = ["PostgresStorage", "PostgresTransaction", "migrate"]
 
@@ -107,7 +106,7 @@ class _Write:
     future: asyncio.Future[None] | None
 
 
-class PostgresStorage:
+class PostgresStorage(AsyncContext):
     """Instances in a PostgreSQL database; see the module docstring for the guarantees.
 
     `url` is `postgresql://user:password@host:port/database` (or
@@ -209,18 +208,6 @@ class PostgresStorage:
         finally:
             self._pool = None
             self._state = "closed"
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- the contract ------------------------------------------------------------------------
 

@@ -42,13 +42,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, TypeVar
 
 from hephaestus.core.instance import Instance, Status
 from hephaestus.errors import HephaestusError, StorageError
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import (
+    AsyncContext,
     Query,
     StorageStats,
     check_put,
@@ -80,7 +80,7 @@ class _Write:
     future: asyncio.Future[None]
 
 
-class SQLiteStorage:
+class SQLiteStorage(AsyncContext):
     """Instances in one SQLite file (WAL mode); see the module docstring for the guarantees.
 
     Use it as `async with SQLiteStorage("app.db") as storage:` or hand it to
@@ -141,18 +141,6 @@ class SQLiteStorage:
             self._executor = None
             self._state = "closed"
             executor.shutdown(wait=True)
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- the contract ------------------------------------------------------------------------
 

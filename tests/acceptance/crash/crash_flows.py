@@ -9,22 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hephaestus import Context, Done, Instance, Ok, Step, Unique, Wait, Workflow
 
+# The shared execution log lives one folder up, beside the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import execution_log
+
 
 def record(context: Context, step: str) -> None:
-    instance_id = context.idempotency_key.split("/")[0]
-    line = f"{instance_id} {step} {context.attempt} {time.time():.6f}\n"
-    fd = os.open(os.environ["CRASH_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    execution_log.record(os.environ.get("CRASH_LOG"), context, step)
 
 
 class CrashPrepare(Step):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hephaestus import (
@@ -27,19 +29,13 @@ from hephaestus import (
 from hephaestus.runners.procrastinate import ProcrastinateRunner
 from hephaestus.storage.postgres import PostgresStorage
 
+# The shared execution log lives one folder up, beside the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import execution_log
+
 
 def record(context: Context, step: str) -> None:
-    log = os.environ.get("DIST_LOG")
-    if not log:
-        return
-    instance_id = context.idempotency_key.split("/")[0]
-    line = f"{instance_id} {step} {context.attempt} {time.time():.6f}\n"
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    execution_log.record(os.environ.get("DIST_LOG"), context, step)
 
 
 class DistSplit(Step):
