@@ -14,11 +14,19 @@ from bench.cases import (
     parked_scale,
     peer,
     resume_latency,
+    telemetry_cost,
 )
 
 __all__ = ["CASES"]
 
 CASES: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (engine_overhead, durable_throughput, peer, resume_latency, parked_scale)
+    for module in (
+        engine_overhead,
+        telemetry_cost,
+        durable_throughput,
+        peer,
+        resume_latency,
+        parked_scale,
+    )
 }

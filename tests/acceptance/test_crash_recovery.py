@@ -28,26 +28,28 @@ WORKER = Path(__file__).parent / "crash" / "worker.py"
 INSTANCES = 150
 
 
-def _spawn(db: Path, log: Path, *args: str) -> subprocess.Popen[str]:
+def _spawn(db: Path, log: Path, output: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "CRASH_LOG": str(log)}
-    return subprocess.Popen(
-        [sys.executable, str(WORKER), str(db), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Output goes to a file: a pipe nobody reads until the end could fill and block the runner.
+    with output.open("w") as sink:
+        return subprocess.Popen(
+            [sys.executable, str(WORKER), str(db), *args],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
 def _kill_when(process: subprocess.Popen[str], ready: Callable[[], bool]) -> None:
     """SIGKILL `process` as soon as `ready()` says so."""
     deadline = time.monotonic() + 60
     while not ready():
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, f"the runner exited early ({process.returncode})"
         assert time.monotonic() < deadline, "the worker made no progress"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=10)  # reap it and close its pipes
+    process.wait(timeout=10)
     assert process.returncode == -signal.SIGKILL
 
 
@@ -65,7 +67,7 @@ def test_sigkilled_runner_recovers_every_instance_without_repeating_completed_st
 ) -> None:
     db, log = tmp_path / "crash.db", tmp_path / "executions.log"
 
-    first = _spawn(db, log, "start", str(INSTANCES))
+    first = _spawn(db, log, tmp_path / "first.out", "start", str(INSTANCES))
     # Mid-flight: steps have started, few instances got far.
     _kill_when(first, lambda: len(executions(log)) >= INSTANCES)
     after_first = _stored(db)
@@ -73,14 +75,15 @@ def test_sigkilled_runner_recovers_every_instance_without_repeating_completed_st
     assert any(i.status is not Status.COMPLETED for i in after_first)
 
     # Second kill while durable timers are pending.
-    second = _spawn(db, log, "recover")
+    second = _spawn(db, log, tmp_path / "second.out", "recover")
     _kill_when(second, lambda: any(i.timers for i in _stored(db)))
     assert any(i.status is not Status.COMPLETED for i in _stored(db))
 
-    third = _spawn(db, log, "recover")
-    out, err = third.communicate(timeout=120)
-    assert third.returncode == 0, err
-    assert "all finished" in out
+    third = _spawn(db, log, tmp_path / "third.out", "recover")
+    third.wait(timeout=120)
+    output = (tmp_path / "third.out").read_text()
+    assert third.returncode == 0, output
+    assert "all finished" in output
 
     instances = _stored(db)
     assert len(instances) == INSTANCES

@@ -42,15 +42,17 @@ def _env(url: str, log: Path) -> dict[str, str]:
     }
 
 
-def _worker(url: str, log: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hephaestus.cli", "worker", "--app", "dist_flows:app"],
-        env=_env(url, log),
-        cwd=HERE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _worker(url: str, log: Path, output: Path) -> subprocess.Popen[str]:
+    # Output goes to a file: a pipe nobody reads until the end would fill and block the worker.
+    with output.open("w") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hephaestus.cli", "worker", "--app", "dist_flows:app"],
+            env=_env(url, log),
+            cwd=HERE,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ def workers(
     postgres_url: str, tmp_path: Path
 ) -> Iterator[tuple[list[subprocess.Popen[str]], Path]]:
     log = tmp_path / "executions.log"
-    started = [_worker(postgres_url, log), _worker(postgres_url, log)]
+    started = [_worker(postgres_url, log, tmp_path / f"worker{n}.out") for n in range(2)]
     try:
         yield started, log
     finally:
@@ -67,10 +69,10 @@ def workers(
                 process.send_signal(signal.SIGTERM)
         for process in started:
             try:
-                process.communicate(timeout=15)
+                process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.communicate()
+                process.wait()
 
 
 async def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -105,7 +107,7 @@ async def test_two_workers_one_killed_complete_every_instance(
         # Kill one worker in the middle of the work, mid-step for some jobs.
         await _until(lambda: len(executions(log)) >= INSTANCES * 2, 120, "half the steps")
         doomed.send_signal(signal.SIGKILL)
-        doomed.communicate(timeout=10)
+        doomed.wait(timeout=10)
         assert survivor.poll() is None
 
         # Some instances wait for `go`; the others time out on their durable timer.
