@@ -96,7 +96,7 @@ async def _all_final(url: str, timeout: float) -> list[Instance]:
 
 @pytest.mark.slow
 async def test_two_workers_one_killed_complete_every_instance(
-    postgres_url: str, workers: tuple[list[subprocess.Popen[str]], Path]
+    postgres_url: str, workers: tuple[list[subprocess.Popen[str]], Path], tmp_path: Path
 ) -> None:
     (doomed, survivor), log = workers
     async with make_app(postgres_url) as app:
@@ -138,6 +138,13 @@ async def test_two_workers_one_killed_complete_every_instance(
     for instance in instances:
         n = instance.context.initial["n"]
         assert instance.context.steps["dist_join"]["total"] == n * 2 + n + 1
+    # The survivor took over the dead worker's jobs without a single error.
+    survivor_output = next(
+        path.read_text()
+        for path in sorted(tmp_path.glob("worker*.out"))
+        if "taking over" in path.read_text()
+    )
+    assert "Traceback" not in survivor_output, survivor_output[-3000:]
 
 
 def _resume_from_another_process(

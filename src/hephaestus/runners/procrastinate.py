@@ -278,6 +278,22 @@ class ProcrastinateRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await stalled
 
+    async def _recover_stalled(self, job: procrastinate.jobs.Job) -> None:
+        """Take over a job of a dead worker.
+
+        A step job is retried as it is. A stalled advance is closed and a fresh
+        advance queued instead: retrying it could collide with an advance queued
+        meanwhile on the queueing lock (Procrastinate #1543), and while it stays
+        `doing` its lock would block every advance of the instance.
+        """
+        manager = self.procrastinate.job_manager
+        logger.warning("taking over job %s of a stalled worker: %s", job.id, job.task_name)
+        if job.task_name != ADVANCE:
+            await manager.retry_job(job)
+            return
+        await manager.finish_job(job, procrastinate.jobs.Status.FAILED, delete_job=True)
+        await self._enqueue_advance(str(job.task_kwargs["instance_id"]))
+
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until this runner's queue has no job to do now (timers due later aside)."""
         storage = self._storage_or_raise()
@@ -300,8 +316,10 @@ class ProcrastinateRunner:
                 for job in await manager.get_stalled_jobs(
                     queue=self.queue, seconds_since_heartbeat=self.stalled_after
                 ):
-                    logger.warning("retrying job %s of a stalled worker: %s", job.id, job.task_name)
-                    await manager.retry_job(job)
+                    try:
+                        await self._recover_stalled(job)
+                    except Exception:
+                        logger.exception("could not take over stalled job %s", job.id)
                 storage = self._storage_or_raise()
                 for instance_id in await storage.unattended_instances(self.stalled_after):
                     await self._enqueue_advance(instance_id)
