@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = ["engine-overhead", "durable-throughput", "peer", "resume-latency", "parked-scale"]
+CASES = [
+    "engine-overhead",
+    "telemetry-cost",
+    "durable-throughput",
+    "peer",
+    "resume-latency",
+    "parked-scale",
+]
 ROW_KEYS = {
     "case",
     "backend",
@@ -101,6 +108,7 @@ def test_the_durable_and_scale_cases_report_what_was_asked(
     assert any(m.startswith("p99 resume returned") for m in metrics["resume-latency"])
     assert any("RSS growth" in m for m in metrics["parked-scale"])
     assert any("overhead per step" in m for m in metrics["engine-overhead"])
+    assert any("no handler attached" in m for m in metrics["telemetry-cost"])
 
 
 def test_the_table_has_the_documented_columns(bench_run: tuple[str, dict[str, Any]]) -> None:
