@@ -72,6 +72,7 @@ from hephaestus.errors import (
     HephaestusError,
     StorageError,
 )
+from hephaestus.storage._group_commit import GroupCommit
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import AsyncContext, Query, StorageStats, check_put, not_found
 
@@ -98,12 +99,11 @@ _UNTRANSLATABLE_CHARACTER = "22P05"
 
 @dataclass(slots=True)
 class _Write:
-    """A queued `put`: the statement's parameters, the instance, the caller waiting."""
+    """A `put` to make: the statement's parameters and the instance."""
 
     instance: Instance
     expected_revision: int | None
     params: dict[str, Any]
-    future: asyncio.Future[None] | None
 
 
 class PostgresStorage(AsyncContext):
@@ -152,8 +152,9 @@ class PostgresStorage(AsyncContext):
         self._q = _render(schema)
         self._pool: AsyncConnectionPool[_Connection] | None = None
         self._state: Literal["new", "open", "closing", "closed"] = "new"
-        self._pending: list[_Write] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._commits = GroupCommit(
+            self._write_batch, name=repr(self), interrupted=_INTERRUPTED.format(where=self.where)
+        )
 
     def __repr__(self) -> str:
         return f"PostgresStorage({_redact(self.url)!r}, schema={self.schema!r})"
@@ -201,8 +202,7 @@ class PostgresStorage(AsyncContext):
         if pool is None:
             return
         self._state = "closing"
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        await self._commits.drain()
         try:
             await pool.close()
         finally:
@@ -220,11 +220,7 @@ class PostgresStorage(AsyncContext):
     async def put(self, instance: Instance, expected_revision: int | None) -> None:
         self._check_open()
         params = _write_params(instance, expected_revision)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(instance, expected_revision, params, future))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_queued(), name=f"{self!r} writer")
-        await future
+        await self._commits.submit(_Write(instance, expected_revision, params))
 
     @property
     def pool(self) -> AsyncConnectionPool[_Connection]:
@@ -304,36 +300,6 @@ class PostgresStorage(AsyncContext):
         return None if earliest is None else cast(datetime, earliest).astimezone(UTC)
 
     # -- group commit ----------------------------------------------------------------------------
-
-    async def _write_queued(self) -> None:
-        """Commit queued writes, batch after batch, until the queue is empty."""
-        batch: list[_Write] = []
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    outcomes = await self._write_batch(batch)
-                except Exception as exc:
-                    # The whole transaction failed: every write of the batch failed with it.
-                    message = str(exc) if isinstance(exc, StorageError) else f"{self!r}: {exc!r}"
-                    _fail(batch, message, exc)
-                else:
-                    for write, outcome in zip(batch, outcomes, strict=True):
-                        assert write.future is not None
-                        if write.future.done():  # its caller was cancelled
-                            continue
-                        if outcome is None:
-                            write.future.set_result(None)
-                        else:
-                            write.future.set_exception(outcome)
-                batch = []
-        except BaseException as exc:
-            # Cancelled (the event loop is shutting down): nobody will commit these now.
-            _fail([*batch, *self._pending], _INTERRUPTED.format(where=self.where), exc)
-            self._pending = []
-            raise
-        finally:
-            self._writer = None
 
     async def _write_batch(self, batch: list[_Write]) -> list[HephaestusError | None]:
         """Apply `batch` in one transaction; a refused write fails alone and writes nothing."""
@@ -626,7 +592,7 @@ class PostgresTransaction:
         cursor = await self.connection.execute(self._q["write"], params)
         row = await cursor.fetchone()
         refusal = await self.storage._outcome(
-            self.connection, _Write(instance, expected_revision, params, None), row
+            self.connection, _Write(instance, expected_revision, params), row
         )
         if refusal is not None:
             raise refusal
@@ -886,15 +852,6 @@ def _refusal(write: _Write, status: str | None, revision: int | None) -> Hephaes
     except HephaestusError as refused:
         return refused
     return None
-
-
-def _fail(writes: list[_Write], message: str, cause: BaseException) -> None:
-    """Answer each still-waiting `put` of `writes` with its own `StorageError`."""
-    for write in writes:
-        if write.future is not None and not write.future.done():
-            failure = StorageError(message)
-            failure.__cause__ = cause
-            write.future.set_exception(failure)
 
 
 _INTERRUPTED = (

@@ -46,6 +46,7 @@ from typing import Any, Literal, TypeVar
 
 from hephaestus.core.instance import Instance, Status
 from hephaestus.errors import HephaestusError, StorageError
+from hephaestus.storage._group_commit import GroupCommit
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import (
     AsyncContext,
@@ -72,12 +73,11 @@ _T = TypeVar("_T")
 
 @dataclass(slots=True)
 class _Write:
-    """A queued `put`: the row to write, the revision it expects, the caller waiting."""
+    """A queued `put`: the row to write and the revision it expects."""
 
     instance: Instance
     expected_revision: int | None
     row: tuple[Any, ...]
-    future: asyncio.Future[None]
 
 
 class SQLiteStorage(AsyncContext):
@@ -106,8 +106,11 @@ class SQLiteStorage(AsyncContext):
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._state: Literal["new", "open", "closing", "closed"] = "new"
-        self._pending: list[_Write] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._commits = GroupCommit(
+            self._commit_batch,
+            name=repr(self),
+            interrupted=_INTERRUPTED.format(path=self.path),
+        )
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.path!r}, synchronous={self.synchronous!r})"
@@ -133,8 +136,7 @@ class SQLiteStorage(AsyncContext):
         if executor is None:
             return
         self._state = "closing"
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        await self._commits.drain()
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
         finally:
@@ -163,11 +165,7 @@ class SQLiteStorage(AsyncContext):
             instance.updated_at.isoformat(),
             instance.to_json(),
         )
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(instance, expected_revision, row, future))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_queued(), name=f"{self!r} writer")
-        await future
+        await self._commits.submit(_Write(instance, expected_revision, row))
 
     async def delete(self, instance_id: str) -> None:
         if not await self._run(self._delete, instance_id):
@@ -193,37 +191,10 @@ class SQLiteStorage(AsyncContext):
 
     # -- group commit (event loop side) --------------------------------------------------------
 
-    async def _write_queued(self) -> None:
-        """Commit queued writes, batch after batch, until the queue is empty."""
-        loop = asyncio.get_running_loop()
+    async def _commit_batch(self, batch: list[_Write]) -> list[HephaestusError | None]:
         executor = self._executor
-        assert executor is not None  # close() waits for this task before dropping the thread
-        batch: list[_Write] = []
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    outcomes = await loop.run_in_executor(executor, self._write_batch, batch)
-                except Exception as exc:
-                    # The whole transaction failed: every write of the batch failed with it.
-                    message = str(exc) if isinstance(exc, StorageError) else f"{self!r}: {exc!r}"
-                    _fail(batch, message, exc)
-                else:
-                    for write, outcome in zip(batch, outcomes, strict=True):
-                        if write.future.done():  # its caller was cancelled
-                            continue
-                        if outcome is None:
-                            write.future.set_result(None)
-                        else:
-                            write.future.set_exception(outcome)
-                batch = []
-        except BaseException as exc:
-            # Cancelled (the event loop is shutting down): nobody will commit these now.
-            _fail([*batch, *self._pending], _INTERRUPTED.format(path=self.path), exc)
-            self._pending = []
-            raise
-        finally:
-            self._writer = None
+        assert executor is not None  # close() drains the commits before dropping the thread
+        return await asyncio.get_running_loop().run_in_executor(executor, self._write_batch, batch)
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -402,15 +373,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-
-
-def _fail(writes: list[_Write], message: str, cause: BaseException) -> None:
-    """Answer each still-waiting `put` of `writes` with its own `StorageError`."""
-    for write in writes:
-        if not write.future.done():
-            failure = StorageError(message)
-            failure.__cause__ = cause
-            write.future.set_exception(failure)
 
 
 _INTERRUPTED = (
