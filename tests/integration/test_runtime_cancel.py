@@ -176,3 +176,38 @@ async def test_a_sync_step_finishing_after_the_cancel_changes_nothing(
     assert cancelled.status is Status.CANCELLED
     assert cancelled.execution_history == ()
     assert RT_CANCEL_RUNS[iid, "can_after"] == 0
+
+
+RT_RESTART_RUNS: list[str] = []
+
+
+class RtCanRestartSlow(Step):
+    events = ("ok",)
+
+    async def execute(
+        self, instance: Instance, config: Mapping[str, Any] | None, context: Context
+    ) -> Ok:
+        RT_RESTART_RUNS.append(context.initial["tag"])
+        # The cancelled run finishes first, while the new run of the same id still works.
+        await asyncio.sleep(0.6 if len(RT_RESTART_RUNS) == 1 else 1.5)
+        return Ok("ok", {"tag": context.initial["tag"]})
+
+
+class RtCanRestartFlow(Workflow):
+    unique = Unique(key="rtcanrestart")
+    start = RtCanRestartSlow
+    transitions = {(RtCanRestartSlow, "ok"): Done}
+
+
+async def test_a_cancelled_runs_late_result_never_reaches_a_new_instance_of_its_id(
+    app: Hephaestus, wait_for: Any
+) -> None:
+    iid = await app.start_instance(RtCanRestartFlow, {"tag": "old"}, id="rtcanrestart::r1")
+    await wait_for(app, iid, lambda i: RT_RESTART_RUNS == ["old"])
+    await app.cancel(iid)
+    await app.start_instance(RtCanRestartFlow, {"tag": "new"}, id="rtcanrestart::r1")
+
+    done = await wait_for(app, iid, lambda i: i.status is Status.COMPLETED)
+
+    assert done.context.initial["tag"] == "new"
+    assert done.context.steps["rt_can_restart_slow"]["tag"] == "new"

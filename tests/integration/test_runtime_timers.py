@@ -27,7 +27,7 @@ from hephaestus import (
 )
 from hephaestus.app import Hephaestus
 from hephaestus.core import engine
-from hephaestus.storage import SQLiteStorage
+from hephaestus.storage import MemoryStorage, SQLiteStorage
 
 # How often each (instance id, step key) ran.
 RT_TIMER_RUNS: Counter[tuple[str, str]] = Counter()
@@ -340,3 +340,42 @@ async def test_a_due_timer_of_a_workflow_that_cannot_be_loaded_does_not_spin(
     assert counting.due_timer_queries < 50
     errors = [r for r in caplog.records if "rthold::orphan1" in r.getMessage()]
     assert 0 < len(errors) < 50
+
+
+class RtSlowTimerStorage(MemoryStorage):
+    """Memory storage whose `next_timer_at` answers late, like a remote database."""
+
+    async def next_timer_at(self) -> datetime | None:
+        answer = await super().next_timer_at()
+        await asyncio.sleep(0.1)
+        return answer
+
+
+class RtParkSoon(Step):
+    events = ("timeout",)
+
+    async def execute(
+        self, instance: Instance, config: Mapping[str, Any] | None, context: Context
+    ) -> Async:
+        await asyncio.sleep(context.initial["delay"])
+        return Async(resume_after=0.2)
+
+
+class RtParkSoonFlow(Workflow):
+    unique = Unique(key="rtparksoon")
+    start = RtParkSoon
+    transitions = {(RtParkSoon, "timeout"): Done}
+
+
+async def test_a_timer_set_while_the_timer_loop_asks_storage_is_not_delayed_to_the_next_poll(
+    open_app: Any, wait_for: Any
+) -> None:
+    # Polling for foreign timers only every 30 s: a timer of this process must not wait that.
+    app = await open_app(RtSlowTimerStorage(), timer_poll_interval=30)
+    await app.start_instance(RtParkSoonFlow, {"delay": 0.0}, id="rtparksoon::a")
+    # This one parks while the loop is inside its slow `next_timer_at` call.
+    late = await app.start_instance(RtParkSoonFlow, {"delay": 0.05}, id="rtparksoon::b")
+
+    done = await wait_for(app, late, lambda i: i.status is Status.COMPLETED, timeout=10)
+
+    assert [entry.event for entry in done.execution_history] == ["timeout", "done"]

@@ -650,6 +650,10 @@ class LocalRunner:
         storage = self._storage_or_raise()
         batch = 500
         while True:
+            # Cleared before looking, not after: a timer set while storage is being asked
+            # (and perhaps missed by the answer) must still wake the next sleep at once.
+            self._wake.clear()
+            self._next_wake = None
             try:
                 now = self._now()
                 due = await storage.due_timers(now, batch)
@@ -667,7 +671,6 @@ class LocalRunner:
             except Exception:
                 logger.exception("the timer loop failed; trying again in %.1fs", self._poll)
                 delay = self._poll
-            self._wake.clear()
             try:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()

@@ -348,6 +348,8 @@ class ProcrastinateRunner:
         )
         async with storage.transaction() as tx:
             await tx.put(advance.instance, None)
+            # Results an earlier instance with this id left unapplied are not this one's.
+            await tx.forget_step_results(id)
             await self._dispatch(tx, None, advance)
         lifecycle.workflow_start(advance.instance)
         return id
@@ -403,15 +405,16 @@ class ProcrastinateRunner:
     async def _run_step_job(self, instance_id: str, step: str, attempt: int) -> None:
         storage = self._storage_or_raise()
         instance = await storage.get(instance_id)
-        if (
-            not instance.status.is_active
-            or step not in instance.active_steps
-            or instance.attempts.get(step) != attempt
-        ):
+        if not _expects(instance, step, attempt):
             return  # stale: cancelled, failed, or this attempt was already applied
         definition = self._definitions.get(instance)
         run = await run_attempt(definition, instance, step, attempt, self._pool)
         async with storage.transaction() as tx:
+            # Checked again under the row lock: the instance may have been cancelled, or
+            # even replaced by a new instance with the same id, while the step ran.
+            current = await tx.get(instance_id, for_update=True)
+            if current.created_at != instance.created_at or not _expects(current, step, attempt):
+                return
             outcome = _encode(run, definition.nodes[step].name)
             await tx.record_step_result(instance_id, step, attempt, outcome, run.duration)
         # Enqueued after the result is committed: an advance that is still queued (and
@@ -548,3 +551,12 @@ class ProcrastinateRunner:
             await task.configure(**options).defer_async(**kwargs)
         except procrastinate_errors.ConnectorException as exc:
             raise StorageError(f"could not enqueue {task.name}: {exc}") from exc
+
+
+def _expects(instance: Instance, step: str, attempt: int) -> bool:
+    """Whether `instance` still waits for the result of this attempt of `step`."""
+    return (
+        instance.status.is_active
+        and step in instance.active_steps
+        and instance.attempts.get(step) == attempt
+    )

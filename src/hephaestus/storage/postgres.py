@@ -622,6 +622,10 @@ class PostgresTransaction:
         names = ("id", "step", "attempt", "outcome", "duration")
         return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
+    async def forget_step_results(self, instance_id: str) -> None:
+        """Drop every recorded result of the instance (a new instance takes over its id)."""
+        await self.connection.execute(self._q["forget_step_results"], {"instance_id": instance_id})
+
     async def delete_step_results(self, ids: list[int]) -> None:
         """Forget results that were applied (in the same transaction as the new state)."""
         if ids:

@@ -139,3 +139,6 @@ LIMIT 1000;
 -- the queue for every candidate unless the locks are indexed.
 CREATE INDEX IF NOT EXISTS hephaestus_procrastinate_jobs_lock
     ON procrastinate_jobs (lock, id) WHERE status IN ('todo', 'doing');
+
+-- name: forget_step_results
+DELETE FROM {schema}.hephaestus_step_results WHERE instance_id = %(instance_id)s;
