@@ -40,7 +40,6 @@ class Status(StrEnum):
 
 
 _ACTIVE = frozenset({Status.PENDING, Status.RUNNING, Status.WAITING})
-ACTIVE_STATUSES: tuple[Status, ...] = (Status.PENDING, Status.RUNNING, Status.WAITING)
 
 
 @dataclass(frozen=True, slots=True)

@@ -434,13 +434,9 @@ class ProcrastinateRunner:
                 outcome = _decode(row["outcome"])
                 now = self._now()
                 if isinstance(outcome, _Invalid):
-                    if (
-                        row["step"] in instance.active_steps
-                        and instance.attempts.get(row["step"]) == row["attempt"]
-                    ):
-                        step_advance = engine.fail(instance, outcome.message, now=now)
-                    else:
-                        continue
+                    if not _expects(instance, row["step"], row["attempt"]):
+                        continue  # stale, like any result the engine would ignore
+                    step_advance = engine.fail(instance, outcome.message, now=now)
                 else:
                     step_advance = engine.complete_step(
                         definition,

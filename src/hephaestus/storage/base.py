@@ -19,7 +19,6 @@ Rules every adapter keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -127,15 +126,6 @@ class Storage(Protocol):
         """When the earliest timer of any active instance is due, or `None`."""
 
 
-def active_conflict(existing: Instance | None) -> bool:
-    """Whether creating an instance must be refused because `existing` is still active."""
-    return existing is not None and existing.status.is_active
-
-
-def as_tuple(values: Iterable[Status] | None) -> tuple[Status, ...] | None:
-    return None if values is None else tuple(values)
-
-
 def check_put(
     instance: Instance,
     expected_revision: int | None,
@@ -175,16 +165,25 @@ def not_found(instance_id: str) -> InstanceNotFoundError:
     )
 
 
+def as_utc(moment: datetime) -> datetime:
+    """`moment` as an aware datetime; a naive one is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def to_epoch(moment: datetime) -> float:
     """Seconds since the epoch; a naive `moment` is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return as_utc(moment).timestamp()
 
 
-def timer_epoch(instance: Instance) -> float | None:
-    """The epoch of the earliest timer of an active instance; `None` when final or timer-less."""
+def timer_due(instance: Instance) -> datetime | None:
+    """The earliest timer of an active instance (aware); `None` when final or timer-less."""
     if not instance.status.is_active:
         return None
     due = instance.next_timer_at
-    return None if due is None else to_epoch(due)
+    return None if due is None else as_utc(due)
+
+
+def timer_epoch(instance: Instance) -> float | None:
+    """`timer_due` as seconds since the epoch."""
+    due = timer_due(instance)
+    return None if due is None else due.timestamp()

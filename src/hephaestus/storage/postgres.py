@@ -74,7 +74,15 @@ from hephaestus.errors import (
 )
 from hephaestus.storage._group_commit import GroupCommit
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
-from hephaestus.storage.base import AsyncContext, Query, StorageStats, check_put, not_found
+from hephaestus.storage.base import (
+    AsyncContext,
+    Query,
+    StorageStats,
+    as_utc,
+    check_put,
+    not_found,
+    timer_due,
+)
 
 __all__ = ["PostgresStorage", "PostgresTransaction", "migrate"]
 
@@ -291,7 +299,7 @@ class PostgresStorage(AsyncContext):
     async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
         if limit <= 0:
             return []
-        rows = await self._fetch(self._q["due_timers"], {"now": _utc(now), "limit": limit})
+        rows = await self._fetch(self._q["due_timers"], {"now": as_utc(now), "limit": limit})
         return [str(row[0]) for row in rows]
 
     async def next_timer_at(self) -> datetime | None:
@@ -639,9 +647,9 @@ def _write_params(instance: Instance, expected_revision: int | None) -> dict[str
         "workflow_version": instance.workflow_version,
         "status": instance.status.value,
         "revision": instance.revision,
-        "next_timer_at": _timer_due(instance),
-        "created_at": _utc(instance.created_at),
-        "updated_at": _utc(instance.updated_at),
+        "next_timer_at": timer_due(instance),
+        "created_at": as_utc(instance.created_at),
+        "updated_at": as_utc(instance.updated_at),
         "document": instance.to_json(),
         "expected_revision": expected_revision,
         "active": _ACTIVE,
@@ -830,19 +838,6 @@ def _lock_key(schema: str) -> int:
 def _whole_seconds(seconds: float) -> int:
     # libpq takes whole seconds and treats anything below 2 as 2.
     return max(2, int(-(-seconds // 1)))
-
-
-def _utc(moment: datetime) -> datetime:
-    """`moment` as an aware datetime; a naive one is taken as UTC (as `to_epoch` does)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def _timer_due(instance: Instance) -> datetime | None:
-    """The earliest timer of an active instance; `None` when final or timer-less."""
-    if not instance.status.is_active:
-        return None
-    due = instance.next_timer_at
-    return None if due is None else _utc(due)
 
 
 def _refusal(write: _Write, status: str | None, revision: int | None) -> HephaestusError | None:

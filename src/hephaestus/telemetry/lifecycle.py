@@ -9,7 +9,6 @@ seconds. Every instance event's metadata carries `instance_id`, `workflow`,
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from hephaestus.core.instance import Instance
@@ -189,8 +188,3 @@ def runner_init(runner: str, storage: str, **extra: Any) -> None:
             {"system_time": time.time()},
             {"runner": runner, "storage": storage, **extra},
         )
-
-
-def metadata_of(instance: Instance) -> Mapping[str, Any]:
-    """The metadata every event of `instance` carries (for handlers that need it elsewhere)."""
-    return _meta(instance)
