@@ -29,6 +29,7 @@ anything is written, so nothing is ever half-stored.
     ├── InvalidBusinessKeyError            an id is not `key::value`
     ├── ContextSerializationError          context or updates are not JSON
     ├── ConcurrencyError                   a stale revision was written
+    │   └── OwnershipError                   another runner owns the instance now
     ├── StorageError                       the storage failed or is not set up
     ├── RuntimeNotFoundError               a facade call found no (or several) running apps
     ├── TimerNotFoundError                 a timer handle names no pending timer
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidVersionsError",
     "LeafNotDoneError",
     "MissingTransitionError",
+    "OwnershipError",
     "RuntimeNotFoundError",
     "StorageError",
     "TimerNotFoundError",
@@ -173,6 +175,10 @@ class ContextSerializationError(HephaestusError):
 
 class ConcurrencyError(HephaestusError):
     """The instance was changed by someone else since it was read; read it again and retry."""
+
+
+class OwnershipError(ConcurrencyError):
+    """Another runner owns the instance now (this runner's lease lapsed); stop running it."""
 
 
 class StorageError(HephaestusError):

@@ -256,7 +256,7 @@ REFUSED: dict[str, tuple[Call, type[BaseException], str | None]] = {
     "event for a step that is not waiting": (
         lambda app: app.resume(WAITING, "go", step="amb_left"),
         InvalidEventError,
-        "'amb_left' is not waiting",
+        "has no step 'amb_left'",
     ),
     "event the named step does not declare": (
         lambda app: app.resume(AMBIGUOUS, "go", step="amb_left"),

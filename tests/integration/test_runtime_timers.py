@@ -299,9 +299,11 @@ class RtCountingSQLiteStorage(SQLiteStorage):
         super().__init__(path)
         self.due_timer_queries = 0
 
-    async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
+    async def due_timers(
+        self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
+    ) -> list[str]:
         self.due_timer_queries += 1
-        return await super().due_timers(now, limit)
+        return await super().due_timers(now, limit, runner_id=runner_id)
 
 
 async def test_a_due_timer_of_a_workflow_that_cannot_be_loaded_does_not_spin(

@@ -47,6 +47,7 @@ PUBLIC_NAMES = [
     "MemoryStorage",
     "MissingTransitionError",
     "Ok",
+    "OwnershipError",
     "Retry",
     "RuntimeNotFoundError",
     "SQLiteStorage",

@@ -29,7 +29,7 @@ from typing import Any
 from hephaestus.core.commands import Command, RunStep, StopSteps
 from hephaestus.core.context import Context, to_json_value
 from hephaestus.core.definition import WorkflowDefinition
-from hephaestus.core.instance import ExecutionEntry, Instance, Status, Timer
+from hephaestus.core.instance import ExecutionEntry, InboxItem, Instance, Status, Timer
 from hephaestus.core.outcomes import Async, Error, Ok
 from hephaestus.core.step import Step
 from hephaestus.errors import (
@@ -43,15 +43,19 @@ from hephaestus.errors import (
 
 __all__ = [
     "Advance",
+    "accept_event",
     "add_timer",
     "cancel",
     "cancel_timer",
     "check_delay",
+    "check_event_data",
     "complete_step",
+    "drain_inbox",
     "fail",
     "fire_timers",
     "new_instance",
     "recover",
+    "request_cancel",
     "resume",
     "resume_target",
 ]
@@ -78,6 +82,7 @@ class _Draft:
         "error",
         "history",
         "history_base",
+        "inbox",
         "metadata",
         "status",
         "timers",
@@ -92,6 +97,7 @@ class _Draft:
         self.waiting = set(instance.waiting_steps)
         self.attempts = dict(instance.attempts)
         self.timers = list(instance.timers)
+        self.inbox = instance.inbox
         # Entries this call adds; the stored history is only joined to them once, in freeze.
         self.history_base = instance.execution_history
         self.history: list[ExecutionEntry] = []
@@ -110,6 +116,7 @@ class _Draft:
                 waiting_steps=frozenset(self.waiting),
                 attempts=self.attempts,
                 timers=tuple(self.timers),
+                inbox=self.inbox,
                 execution_history=(
                     self.history_base + tuple(self.history) if self.history else self.history_base
                 ),
@@ -190,10 +197,7 @@ def complete_step(
             f"step {definition.nodes[step].name} returned {outcome!r}; return Ok(event), "
             "an event str, Async() or Error(reason)"
         )
-    if problem is not None:
-        return _fail_draft(draft, instance, problem, now)
-    _settle(definition, draft)
-    return draft.freeze(instance, now)
+    return _close(definition, draft, instance, problem, now)
 
 
 def resume_target(
@@ -244,16 +248,123 @@ def resume(
     *,
     now: datetime,
     step: str | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> Advance:
-    """Deliver `event` to the waiting step that declares it; that step completes with it."""
+    """Deliver `event` to the waiting step that declares it; that step completes with it.
+
+    `data` (checked with `check_event_data` by the caller) becomes the step's
+    updates: it is stored at `context.steps[<step key>]` and in the history.
+    """
     target = resume_target(definition, instance, event, step)
     draft = _Draft(instance)
     _wake(draft, target)
-    problem = _finish(definition, draft, target, Ok(event), draft.attempts.get(target, 1), now, 0.0)
-    if problem is not None:
-        return _fail_draft(draft, instance, problem, now)
-    _settle(definition, draft)
-    return draft.freeze(instance, now)
+    problem = _finish(
+        definition, draft, target, Ok(event, data), draft.attempts.get(target, 1), now, 0.0
+    )
+    return _close(definition, draft, instance, problem, now)
+
+
+def check_event_data(instance_id: str, event: str, data: object) -> dict[str, Any] | None:
+    """`data` sent with `event` as a JSON dict (or `None`); raises `ContextSerializationError`."""
+    if data is None:
+        return None
+    value = to_json_value(data, what=f"data of event {event!r} for instance {instance_id}")
+    if not isinstance(value, dict):
+        raise ContextSerializationError(
+            f"data of event {event!r} for instance {instance_id} must be a dict (it becomes "
+            f"the waiting step's updates), got {type(value).__name__}"
+        )
+    return value
+
+
+def accept_event(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    event: str,
+    *,
+    now: datetime,
+    step: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    held: bool = False,
+) -> Instance:
+    """Record `event` (with `data`) in the instance's inbox for its owner to apply.
+
+    Accepted when a waiting step declares it, or when a step that can still
+    come to wait (active, or reachable from what is active or waiting)
+    declares it: the event is then held until that step parks. Raises
+    `InstanceNotWaitingError` for a finished instance, `InvalidEventError` when
+    no step can ever take the event, `AmbiguousEventError` when several waiting
+    steps declare it and no `step=` says which. The instance is untouched then.
+    The owner itself records an event no step waits for yet as `held`.
+    """
+    if instance.status.is_final:
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} is {instance.status.value}; only an active instance "
+            f"accepts events, so {event!r} was not delivered"
+        )
+    waiting = [
+        w
+        for w in sorted(instance.waiting_steps)
+        if event in definition.nodes[w].events and step in (None, w)
+    ]
+    if len(waiting) > 1:
+        raise AmbiguousEventError(
+            f"instance {instance.id}: waiting steps {waiting} all declare {event!r}; "
+            "pass step=<key> to choose one"
+        )
+    if not waiting:
+        future = _may_still_wait(definition, instance)
+        if step is not None:
+            if step not in definition.nodes:
+                raise InvalidEventError(
+                    f"instance {instance.id}: workflow {definition.name} has no step {step!r}; "
+                    f"its steps are {sorted(definition.nodes)}"
+                )
+            if event not in definition.nodes[step].events:
+                raise InvalidEventError(
+                    f"instance {instance.id}: step {step!r} does not declare {event!r}; "
+                    f"it declares {list(definition.nodes[step].events)}"
+                )
+            if step not in future:
+                raise InvalidEventError(
+                    f"instance {instance.id}: step {step!r} is not waiting and can no longer "
+                    f"come to wait (completed or on a branch not taken), so {event!r} was "
+                    "not delivered"
+                )
+        elif not any(event in definition.nodes[s].events for s in future):
+            awaited = {w: list(definition.nodes[w].events) for w in sorted(instance.waiting_steps)}
+            raise InvalidEventError(
+                f"instance {instance.id}: no waiting step declares event {event!r}, and no step "
+                f"that can still come to wait does; waiting steps and their events: {awaited}"
+            )
+    item = InboxItem(kind="event", at=now, event=event, step=step, data=data, held=held)
+    return instance.evolve(
+        inbox=(*instance.inbox, item), revision=instance.revision + 1, updated_at=now
+    )
+
+
+def request_cancel(instance: Instance, *, now: datetime) -> Instance:
+    """Record a cancel request in the inbox; the owner stops the running steps and cancels."""
+    _check_cancellable(instance)
+    item = InboxItem(kind="cancel", at=now)
+    return instance.evolve(
+        inbox=(*instance.inbox, item), revision=instance.revision + 1, updated_at=now
+    )
+
+
+def drain_inbox(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Advance:
+    """Apply the inbox: a cancel, then every event whose step waits, in arrival order.
+
+    Events whose step has not parked yet stay, marked as seen (`held`), until it
+    parks; an unchanged instance comes back as is.
+    """
+    if not instance.inbox or instance.status.is_final:
+        return Advance(instance, [])
+    draft = _Draft(instance)
+    problem = _consume_inbox(definition, draft, now)
+    if draft.inbox == instance.inbox and not draft.commands and draft.status is instance.status:
+        return Advance(instance, [])
+    return _close(definition, draft, instance, problem, now)
 
 
 def fire_timers(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Advance:
@@ -287,8 +398,7 @@ def fire_timers(definition: WorkflowDefinition, instance: Instance, now: datetim
             )
             if problem is not None:
                 return _fail_draft(draft, instance, problem, now)
-    _settle(definition, draft)
-    return draft.freeze(instance, now)
+    return _close(definition, draft, instance, None, now)
 
 
 def add_timer(
@@ -371,11 +481,7 @@ def cancel_timer(instance: Instance, timer_id: str, *, now: datetime) -> Instanc
 
 def cancel(instance: Instance, *, now: datetime) -> Advance:
     """Stop the instance for good: status `cancelled`, timers dropped, running steps stopped."""
-    if instance.status.is_final:
-        raise InstanceNotWaitingError(
-            f"instance {instance.id} is already {instance.status.value}; only active "
-            "instances can be cancelled"
-        )
+    _check_cancellable(instance)
     updated = instance.evolve(
         status=Status.CANCELLED, timers=(), revision=instance.revision + 1, updated_at=now
     )
@@ -409,6 +515,87 @@ def recover(instance: Instance) -> list[Command]:
 
 #: The longest wait a timer may have, in seconds (about 100 years); `datetime` overflows later.
 _MAX_DELAY = 100 * 366 * 86400.0
+
+
+def _check_cancellable(instance: Instance) -> None:
+    if instance.status.is_final:
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} is already {instance.status.value}; only active "
+            "instances can be cancelled"
+        )
+
+
+def _close(
+    definition: WorkflowDefinition,
+    draft: _Draft,
+    instance: Instance,
+    problem: str | None,
+    now: datetime,
+) -> Advance:
+    """End an engine call: fail on `problem`, else apply the inbox, settle and freeze."""
+    if problem is None and draft.inbox:
+        problem = _consume_inbox(definition, draft, now)
+    if problem is not None:
+        return _fail_draft(draft, instance, problem, now)
+    _settle(definition, draft)
+    return draft.freeze(instance, now)
+
+
+def _consume_inbox(definition: WorkflowDefinition, draft: _Draft, now: datetime) -> str | None:
+    """Apply what the inbox holds that can apply now; the rest stays, marked held."""
+    if draft.status.is_final:
+        return None
+    if any(item.kind == "cancel" for item in draft.inbox):
+        draft.commands = [StopSteps(frozenset(draft.active))] if draft.active else []
+        draft.status = Status.CANCELLED
+        draft.timers = []
+        draft.inbox = tuple(item for item in draft.inbox if item.kind != "cancel")
+        return None
+    progressed = True
+    while progressed:
+        progressed = False
+        for item in draft.inbox:
+            target = _inbox_target(definition, draft, item)
+            if target is None:
+                continue
+            draft.inbox = tuple(other for other in draft.inbox if other is not item)
+            _wake(draft, target)
+            assert item.event is not None
+            problem = _finish(
+                definition,
+                draft,
+                target,
+                Ok(item.event, item.data),
+                draft.attempts.get(target, 1),
+                now,
+                0.0,
+            )
+            if problem is not None:
+                return problem
+            progressed = True
+            break
+    if any(not item.held for item in draft.inbox):
+        draft.inbox = tuple(item if item.held else item.seen() for item in draft.inbox)
+    return None
+
+
+def _inbox_target(definition: WorkflowDefinition, draft: _Draft, item: InboxItem) -> str | None:
+    """The waiting step `item`'s event completes now, or `None` while none waits for it."""
+    if item.step is not None:
+        waits = item.step in draft.waiting and item.event in definition.nodes[item.step].events
+        return item.step if waits else None
+    return next(
+        (w for w in sorted(draft.waiting) if item.event in definition.nodes[w].events), None
+    )
+
+
+def _may_still_wait(definition: WorkflowDefinition, instance: Instance) -> set[str]:
+    """Steps that are waiting, active, or reachable from one that is."""
+    live = instance.active_steps | instance.waiting_steps
+    reachable = set(live)
+    for step in live:
+        reachable.update(definition.descendants[step])
+    return reachable
 
 
 def _fail_draft(draft: _Draft, instance: Instance, reason: str, now: datetime) -> Advance:

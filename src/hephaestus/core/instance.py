@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from hephaestus.core.context import Context
 
-__all__ = ["ExecutionEntry", "Instance", "Status", "Timer"]
+__all__ = ["ExecutionEntry", "InboxItem", "Instance", "Status", "Timer"]
 
 
 class Status(StrEnum):
@@ -116,6 +116,54 @@ class Timer:
         )
 
 
+InboxKind = Literal["event", "cancel"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """A command written for the instance's owner: an event (with its data) or a cancel.
+
+    Clients never execute steps: they validate, append an item to the
+    instance's inbox and store it. The runner that owns the instance applies
+    the items in arrival order; an event whose step has not parked yet stays
+    in the inbox until that step parks, then completes it (consumed once).
+    `held` marks an item the owner has seen and could not apply yet, so that
+    only new items call for the owner's attention.
+    """
+
+    kind: InboxKind
+    at: datetime
+    event: str | None = None
+    step: str | None = None
+    data: Mapping[str, Any] | None = None
+    held: bool = False
+
+    def seen(self) -> InboxItem:
+        """This item, marked as seen by the owner and held until its step parks."""
+        return InboxItem(self.kind, self.at, self.event, self.step, self.data, held=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "at": self.at.isoformat(),
+            "event": self.event,
+            "step": self.step,
+            "data": self.data,
+            "held": self.held,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InboxItem:
+        return cls(
+            kind=data["kind"],
+            at=datetime.fromisoformat(data["at"]),
+            event=data.get("event"),
+            step=data.get("step"),
+            data=data.get("data"),
+            held=data.get("held", False),
+        )
+
+
 _NO_STEPS: frozenset[str] = frozenset()
 
 
@@ -125,7 +173,8 @@ class Instance:
 
     `revision` grows by one on every change; storage uses it for optimistic
     concurrency. `attempts` holds the current attempt number of each active
-    step; `timers` the pending durable timers.
+    step; `timers` the pending durable timers; `inbox` the events and cancel
+    requests written by clients that the owning runner has not applied yet.
     """
 
     id: str
@@ -144,6 +193,7 @@ class Instance:
     execution_history: tuple[ExecutionEntry, ...] = ()
     attempts: Mapping[str, int] = field(default_factory=dict)
     timers: tuple[Timer, ...] = ()
+    inbox: tuple[InboxItem, ...] = ()
     error: str | None = None
     revision: int = 0
 
@@ -155,6 +205,16 @@ class Instance:
         """
         new: Instance = _evolve(self, **changes)
         return new
+
+    @property
+    def has_new_commands(self) -> bool:
+        """Whether clients wrote inbox items its owner has not looked at yet."""
+        return self.status.is_active and any(not item.held for item in self.inbox)
+
+    @property
+    def needs_runner(self) -> bool:
+        """Whether a runner must take the instance: steps to run, or new inbox items."""
+        return self.status is Status.RUNNING or self.has_new_commands
 
     @property
     def next_timer_at(self) -> datetime | None:
@@ -179,6 +239,7 @@ class Instance:
             "execution_history": [entry.to_dict() for entry in self.execution_history],
             "attempts": self.attempts,
             "timers": [timer.to_dict() for timer in self.timers],
+            "inbox": [item.to_dict() for item in self.inbox],
             "error": self.error,
             "revision": self.revision,
             "created_at": self.created_at.isoformat(),
@@ -204,6 +265,7 @@ class Instance:
             ),
             attempts=data.get("attempts", {}),
             timers=tuple(Timer.from_dict(timer) for timer in data.get("timers", ())),
+            inbox=tuple(InboxItem.from_dict(item) for item in data.get("inbox", ())),
             error=data.get("error"),
             revision=data.get("revision", 0),
             created_at=datetime.fromisoformat(data["created_at"]),

@@ -11,9 +11,22 @@ An actor ends as soon as its instance has nothing running: waiting instances
 hold no task and no memory, only their stored record. A message for an
 instance without an actor starts one, which reads the instance back from
 storage. Durable timers live in the stored instances; one timer loop asks the
-storage what is due and tells the actors. On open, the runner recovers every
-`running` instance from storage and runs its active steps again (steps run at
-least once).
+storage what is due and tells the actors.
+
+**Ownership.** Several runners (processes) may share one storage. Each
+registers in it and renews a lease; an actor first *claims* its instance (an
+atomic update that succeeds only if no live runner owns it), and every write
+it makes is conditional on still owning it. A work loop claims instances
+that need a runner and have no owner (new ones written by clients, those of
+runners that died) and picks up events and cancel requests that clients
+wrote for instances this runner owns; it wakes when the storage reports
+another process's write. A heartbeat loop renews the lease and reaps runners
+whose lease lapsed (or, on this host, whose process is gone), which releases
+their instances to be claimed again, so their active steps run again here
+(steps run at least once). A runner that cannot renew its lease in time
+stops every actor before another runner may take its instances over.
+Messages for an instance that another live runner owns are written as a
+client would (`StorageWriter`) and left to that runner.
 """
 
 from __future__ import annotations
@@ -21,6 +34,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import socket
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -40,8 +56,12 @@ from hephaestus.core.keys import validate_id
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     AlreadyRunningError,
+    AmbiguousEventError,
     ConcurrencyError,
     HephaestusError,
+    InstanceNotWaitingError,
+    InvalidEventError,
+    OwnershipError,
     StorageError,
     WorkflowDefinitionError,
 )
@@ -57,7 +77,8 @@ from hephaestus.runners._shell import (
     utc_now,
 )
 from hephaestus.runners.base import TimerHandle
-from hephaestus.storage.base import Query, Storage
+from hephaestus.runners.client import StorageWriter
+from hephaestus.storage.base import RunnerRecord, Storage
 from hephaestus.telemetry import lifecycle
 
 __all__ = ["LocalRunner"]
@@ -68,6 +89,26 @@ logger = logging.getLogger("hephaestus.runner.local")
 _CONFLICT_RETRIES = 5
 #: How often an actor that crashed in runner code is restarted before its instance is failed.
 _MAX_RESTARTS = 3
+#: How many instances one claim takes.
+_CLAIM_BATCH = 100
+#: The least time between two looks for work written by other processes, in seconds.
+_WORK_LOOK_GAP = 0.002
+
+
+def _runner_id(host: str) -> str:
+    """A runner's id: its host and process, and a random part that no restart repeats."""
+    return f"{host}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 # --- messages ----------------------------------------------------------------------------
@@ -89,6 +130,7 @@ class _StepDone:
 class _Resume:
     event: str
     step: str | None
+    data: dict[str, Any] | None
     reply: asyncio.Future[None]
 
 
@@ -118,12 +160,29 @@ class _FireTimers:
 
 @dataclass(slots=True)
 class _Recover:
-    pass
+    """Run the active steps of an instance just claimed, and apply its new inbox items."""
+
+
+@dataclass(slots=True)
+class _Drain:
+    """Apply what clients wrote to the inbox of an instance this runner owns."""
 
 
 _Message = (
-    _Begin | _StepDone | _Resume | _Cancel | _Schedule | _CancelTimer | _FireTimers | _Recover
+    _Begin
+    | _StepDone
+    | _Resume
+    | _Cancel
+    | _Schedule
+    | _CancelTimer
+    | _FireTimers
+    | _Recover
+    | _Drain
 )
+
+
+class _Lost(Exception):
+    """Another runner owns the instance now: this actor must stop and hand over."""
 
 
 def _replies(message: _Message) -> asyncio.Future[Any] | None:
@@ -144,6 +203,8 @@ class _Actor:
     running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     waiter: asyncio.Future[None] | None = None
     task: asyncio.Task[None] | None = None
+    #: Whether this runner owns the instance (claimed, or created it); an actor claims first.
+    owned: bool = False
     restarts: int = 0
     definition: WorkflowDefinition = field(init=False)
     #: A step the actor runs itself, right after the current message (see `_carry_out`).
@@ -172,6 +233,17 @@ class _Actor:
                     return
                 except asyncio.CancelledError:
                     raise
+                except _Lost:
+                    logger.warning(
+                        "instance %s is owned by another runner now; runner %s stops running it",
+                        self.id,
+                        runner.id,
+                    )
+                    self._stop_steps(frozenset(self.running))
+                    self.inline = None
+                    self.owned = False
+                    await self._hand_over()
+                    return
                 except Exception as exc:
                     if not await self._restart_after(exc):
                         return
@@ -190,8 +262,14 @@ class _Actor:
     async def _loop(self) -> None:
         runner = self.runner
         try:
-            if self.instance is None:
-                self.instance = await runner._storage_or_raise().get(self.id)
+            if not self.owned:
+                claimed = await runner._storage_or_raise().claim(runner.id, instance_id=self.id)
+                if not claimed:
+                    await self._hand_over()  # finished, or another live runner owns it
+                    return
+                self.instance, self.owned = claimed[0], True
+                self.mailbox.appendleft(_Recover())
+            assert self.instance is not None
             self.definition = runner._definitions.get(self.instance)
         except (HephaestusError, OSError) as exc:
             self._fail_replies(exc)
@@ -250,12 +328,13 @@ class _Actor:
         self.restarts += 1
         logger.exception("actor of instance %s crashed (restart %d)", self.id, self.restarts)
         self._stop_steps(frozenset(self.running))
-        try:
-            self.instance = await self.runner._storage_or_raise().get(self.id)
-        except Exception as load_error:
-            self._fail_replies(load_error)
-            return False
+        self.inline = None
         if self.restarts > _MAX_RESTARTS:
+            try:
+                self.instance = await self.runner._storage_or_raise().get(self.id)
+            except Exception as load_error:
+                self._fail_replies(load_error)
+                return False
             reason = f"the runner failed {self.restarts} times on this instance: {exc!r}"
             try:
                 await self._apply(lambda inst: engine.fail(inst, reason, now=self.runner._now()))
@@ -264,8 +343,42 @@ class _Actor:
                     StorageError(f"instance {self.id} failed in the runner: {exc!r}")
                 )
             return False
-        self.mailbox.appendleft(_Recover())
+        self.owned = False  # claim (and so read) it again, then run its active steps again
         return True
+
+    async def _hand_over(self) -> None:
+        """Serve the queued messages as a client would: the instance's owner does the rest."""
+        writer = self.runner._writer
+        while self.mailbox:
+            message = self.mailbox.popleft()
+            if isinstance(message, _Resume):
+                await self._serve(
+                    message.reply,
+                    writer.send_event(self.id, message.event, message.step, message.data),
+                )
+            elif isinstance(message, _Cancel):
+                await self._serve(message.reply, writer.cancel(self.id))
+            elif isinstance(message, _Schedule):
+                await self._serve(
+                    message.reply,
+                    writer.add_timer(self.id, message.step, message.delay, message.event),
+                )
+            elif isinstance(message, _CancelTimer):
+                await self._serve(message.reply, writer.cancel_timer(self.id, message.timer_id))
+            elif isinstance(message, _FireTimers):
+                self.runner._timer_fired(self.id, wake=False)
+            elif isinstance(message, _Drain):
+                self.runner._draining.discard(self.id)
+
+    async def _serve(self, reply: asyncio.Future[Any], work: Any) -> None:
+        try:
+            result = await work
+        except Exception as exc:
+            if not reply.done():
+                reply.set_exception(exc)
+            return
+        if not reply.done():
+            reply.set_result(result)
 
     # -- applying messages --
 
@@ -282,8 +395,11 @@ class _Actor:
             if advance.instance is before:
                 return advance
             try:
-                await storage.put(advance.instance, before.revision)
+                await storage.put(advance.instance, before.revision, owner=self.runner.id)
+            except OwnershipError:
+                raise _Lost from None
             except ConcurrencyError:
+                # A client wrote (an event, a cancel request): read it and decide again.
                 self.instance = await storage.get(self.id)
                 continue
             self.instance = advance.instance
@@ -291,8 +407,8 @@ class _Actor:
             self._carry_out(advance.commands)
             return advance
         raise ConcurrencyError(
-            f"instance {self.id} kept changing under this runner; is another runner "
-            "using the same storage? Use one LocalRunner per storage."
+            f"instance {self.id} kept changing while runner {self.runner.id} applied a "
+            f"change {_CONFLICT_RETRIES} times in a row; it is retried from storage"
         )
 
     def _carry_out(self, commands: list[Command]) -> None:
@@ -335,6 +451,14 @@ class _Actor:
                 task.cancel()
 
     async def _handle(self, message: _Message) -> None:
+        try:
+            await self._handle_owned(message)
+        except _Lost:
+            if _replies(message) is not None:
+                self.mailbox.appendleft(message)  # answered by `_hand_over`, as a client
+            raise
+
+    async def _handle_owned(self, message: _Message) -> None:
         now = self.runner._now
         definition = self.definition
         if isinstance(message, _StepDone):
@@ -377,6 +501,13 @@ class _Actor:
         elif isinstance(message, _Recover):
             assert self.instance is not None
             self._carry_out(engine.recover(self.instance))
+            if self.instance.has_new_commands:
+                await self._drain()
+        elif isinstance(message, _Drain):
+            self.runner._draining.discard(self.id)
+            # The client wrote after this actor last read: read first, or nothing is new.
+            self.instance = await self.runner._storage_or_raise().get(self.id)
+            await self._drain()
         elif isinstance(message, _Cancel):
             before = self.instance
             await self._reply(
@@ -394,10 +525,22 @@ class _Actor:
                 ),
             )
 
+    async def _drain(self) -> None:
+        before = self.instance
+        assert before is not None
+        definition = self.definition
+        advance = await self._apply(
+            lambda inst: engine.drain_inbox(definition, inst, self.runner._now())
+        )
+        if advance.instance is not before:
+            report_advance(before, advance.instance)
+
     async def _reply(self, reply: asyncio.Future[Any], work: Any) -> None:
         """Run `work`; caller errors (bad event, finished instance) go back to the caller."""
         try:
             result = await work
+        except _Lost:
+            raise  # the message is handed over with the rest (see `_handle`)
         except HephaestusError as exc:
             if not reply.done():
                 reply.set_exception(exc)
@@ -422,13 +565,35 @@ class _Actor:
         target: list[str] = []
 
         def decide(inst: Instance) -> Advance:
-            target[:] = [engine.resume_target(definition, inst, message.event, message.step)]
+            try:
+                target[:] = [engine.resume_target(definition, inst, message.event, message.step)]
+            except AmbiguousEventError:
+                raise
+            except (InstanceNotWaitingError, InvalidEventError):
+                # No step waits for it yet: hold it if one still can (else this raises).
+                target[:] = []
+                held = engine.accept_event(
+                    definition,
+                    inst,
+                    message.event,
+                    now=self.runner._now(),
+                    step=message.step,
+                    data=message.data,
+                    held=True,
+                )
+                return Advance(held)
             return engine.resume(
-                definition, inst, message.event, now=self.runner._now(), step=message.step
+                definition,
+                inst,
+                message.event,
+                now=self.runner._now(),
+                step=message.step,
+                data=message.data,
             )
 
         advance = await self._apply(decide)
-        report_advance(before, advance.instance, step=target[0], resumed_with=message.event)
+        if target:
+            report_advance(before, advance.instance, step=target[0], resumed_with=message.event)
 
     async def _schedule(self, message: _Schedule) -> TimerHandle:
         made: list[Any] = []
@@ -471,7 +636,14 @@ class LocalRunner:
     - `step_threads`: size of the thread pool for sync `execute` methods.
     - `timer_poll_interval`: seconds between looks at storage for timers set by
       other processes; timers set here wake the loop at once.
-    - `clock`: returns the current UTC time (tests may pass their own).
+    - `clock`: returns the current UTC time for the engine and timers (tests
+      may pass a virtual clock). Leases always use the real time.
+    - `lease`: seconds a runner owns its instances without renewing; renewed
+      every third of it. A runner that dies is replaced within about one
+      lease (at once, on the same host, when its process is gone).
+    - `work_poll_interval`: the longest time work written by another process
+      waits to be noticed when the storage's change signal is lost; usually
+      it is noticed within milliseconds.
     """
 
     def __init__(
@@ -480,20 +652,34 @@ class LocalRunner:
         step_threads: int | None = None,
         timer_poll_interval: float = 1.0,
         clock: Clock = utc_now,
+        lease: float = 5.0,
+        work_poll_interval: float = 1.0,
     ) -> None:
         if timer_poll_interval <= 0:
             raise ValueError("timer_poll_interval must be > 0 seconds")
+        if not lease > 0 or not work_poll_interval > 0:
+            raise ValueError("lease and work_poll_interval must be > 0 seconds")
         self._step_threads = step_threads or min(32, (os.cpu_count() or 1) + 4)
         self._poll = timer_poll_interval
         self._now = clock
+        self._lease = lease
+        self._work_poll = work_poll_interval
+        self._host = socket.gethostname()
+        self.id = _runner_id(self._host)
         self._storage: Storage | None = None
+        self._writer: StorageWriter = None  # type: ignore[assignment]  # set by open()
         self._pool: ThreadPoolExecutor | None = None
         self._actors: dict[str, _Actor] = {}
         self._definitions = DefinitionCache()
-        self._timer_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._work = asyncio.Event()
         self._next_wake: datetime | None = None
         self._firing: set[str] = set()
+        self._draining: set[str] = set()
+        self._started = 0.0
+        #: Real time until which this runner's lease surely holds (renewal sent before it).
+        self._lease_holds_until = 0.0
 
     # -- lifecycle --
 
@@ -501,26 +687,43 @@ class LocalRunner:
         if self._storage is not None:
             raise StorageError("this LocalRunner is already open; one runner serves one app")
         self._storage = storage
+        self._writer = StorageWriter(storage, self._definitions, self._now)
         self._wake = asyncio.Event()
+        self._work = asyncio.Event()
         self._pool = ThreadPoolExecutor(self._step_threads, thread_name_prefix="hephaestus-step")
-        await self._recover_running()
-        self._timer_task = asyncio.create_task(self._timer_loop(), name="hephaestus:timers")
+        self._started = time.time()
+        await self._register()
+        await self._reap()
+        claimed = await self._claim_work()
+        if claimed:
+            logger.info("runner %s took over %d instance(s) at open", self.id, claimed)
+        self._tasks = [
+            asyncio.create_task(self._timer_loop(), name="hephaestus:timers"),
+            asyncio.create_task(self._work_loop(), name="hephaestus:work"),
+            asyncio.create_task(self._heartbeat_loop(), name="hephaestus:heartbeat"),
+        ]
         lifecycle.runner_init(type(self).__name__, type(storage).__name__)
 
     async def close(self) -> None:
-        if self._timer_task is not None:
-            self._timer_task.cancel()
-            await asyncio.gather(self._timer_task, return_exceptions=True)
-            self._timer_task = None
-        tasks = [actor.task for actor in list(self._actors.values()) if actor.task is not None]
-        for task in tasks:
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._actors.clear()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._stop_actors()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        self._storage = None
+        storage, self._storage = self._storage, None
+        if storage is not None:
+            try:
+                await storage.remove_runner(self.id)  # hand its instances over at once
+            except (HephaestusError, OSError) as exc:
+                logger.warning(
+                    "runner %s could not deregister (%s); its lease lapses in %.1fs",
+                    self.id,
+                    exc,
+                    self._lease,
+                )
 
     @property
     def active_instance_ids(self) -> frozenset[str]:
@@ -564,18 +767,26 @@ class LocalRunner:
                     "to finish or cancel it before starting it again"
                 )
             await asyncio.gather(existing.task, return_exceptions=True)
-        await storage.put(advance.instance, None)
+        await storage.put(advance.instance, None, owner=self.id)
         lifecycle.workflow_start(advance.instance)
         self._spawn(id, advance.instance).tell(_Begin(advance.commands))
         if advance.instance.status is Status.COMPLETED:
             lifecycle.workflow_stop(advance.instance)
         return id
 
-    async def resume(self, id: str, event: str, *, step: str | type[Step] | None = None) -> None:
+    async def resume(
+        self,
+        id: str,
+        event: str,
+        *,
+        step: str | type[Step] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
         validate_id(id)
         check_event(id, event)
+        checked = engine.check_event_data(id, event, data)
         reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tell(id, _Resume(event, step_key(step), reply))
+        self._tell(id, _Resume(event, step_key(step), checked, reply))
         await reply
 
     async def schedule_resume(
@@ -610,7 +821,8 @@ class LocalRunner:
         return self._storage
 
     def _spawn(self, instance_id: str, instance: Instance | None = None) -> _Actor:
-        actor = _Actor(instance_id, self, instance)
+        """An actor for the instance; given `instance`, this runner owns it already."""
+        actor = _Actor(instance_id, self, instance, owned=instance is not None)
         self._actors[instance_id] = actor
         actor.task = asyncio.create_task(actor.run(), name=f"hephaestus:{instance_id}")
         return actor
@@ -622,17 +834,117 @@ class LocalRunner:
             actor = self._spawn(instance_id)
         actor.tell(message)
 
-    async def _recover_running(self) -> None:
+    # -- ownership --
+
+    async def _register(self) -> None:
+        now = time.time()
+        record = RunnerRecord(
+            self.id, self._host, os.getpid(), self._started, now, now + self._lease
+        )
+        await self._storage_or_raise().register_runner(record)
+        self._lease_holds_until = now + self._lease
+
+    async def _reap(self) -> None:
+        """Remove runners whose lease lapsed, or whose process on this host is gone."""
         storage = self._storage_or_raise()
-        after: str | None = None
+        now = time.time()
+        reaped = await storage.reap_runners(now)
+        for record in await storage.runners():
+            if record.id != self.id and record.host == self._host and not _alive(record.pid):
+                await storage.remove_runner(record.id)
+                reaped.append(record.id)
+        if reaped:
+            logger.warning(
+                "runner(s) %s stopped renewing their lease; their instances are released",
+                ", ".join(reaped),
+            )
+            self._work.set()
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew the lease; stop every actor before the lease could lapse unrenewed."""
+        storage = self._storage_or_raise()
+        every = self._lease / 3
         while True:
-            page = await storage.query(Query(status=Status.RUNNING, limit=1000, after=after))
-            for instance in page:
-                if instance.id not in self._actors:
-                    self._spawn(instance.id, instance).tell(_Recover())
-            if len(page) < 1000:
-                return
-            after = page[-1].id
+            await asyncio.sleep(every)
+            sent = time.time()
+            try:
+                renewed = await storage.renew_runner(self.id, sent, sent + self._lease)
+                if not renewed:
+                    # Reaped while it could not renew: others may run its instances now.
+                    await self._fence("it was declared dead by another runner")
+                    self.id = _runner_id(self._host)
+                    await self._register()
+                else:
+                    self._lease_holds_until = sent + self._lease
+                await self._reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("runner %s could not renew its lease: %s", self.id, exc)
+            if time.time() + every >= self._lease_holds_until and self._actors:
+                await self._fence("its lease would lapse before the next renewal")
+
+    async def _fence(self, why: str) -> None:
+        logger.error(
+            "runner %s stops all %d of its actors: %s; their instances run again "
+            "where they are claimed next",
+            self.id,
+            len(self._actors),
+            why,
+        )
+        await self._stop_actors()
+
+    async def _stop_actors(self) -> None:
+        tasks = [actor.task for actor in list(self._actors.values()) if actor.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._actors.clear()
+        self._firing.clear()
+        self._draining.clear()
+
+    async def _claim_work(self) -> int:
+        """Take unowned instances that need a runner; tell actors of inbox news. How many taken."""
+        storage = self._storage_or_raise()
+        taken = 0
+        while True:
+            claimed = await storage.claim(self.id, limit=_CLAIM_BATCH)
+            for instance in claimed:
+                if instance.id in self._actors:
+                    continue
+                self._spawn(instance.id, instance).tell(_Recover())
+            taken += len(claimed)
+            if len(claimed) < _CLAIM_BATCH:
+                break
+        for instance_id in await storage.commands_for(self.id, _CLAIM_BATCH):
+            if instance_id not in self._draining:
+                self._draining.add(instance_id)
+                self._tell(instance_id, _Drain())
+        return taken
+
+    async def _work_loop(self) -> None:
+        """Claim work written by other processes as soon as the storage says something changed."""
+        storage = self._storage_or_raise()
+        while True:
+            self._work.clear()
+            try:
+                await self._claim_work()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("runner %s could not look for work; trying again", self.id)
+                await asyncio.sleep(min(self._work_poll, 1.0))
+                continue
+            changed = asyncio.ensure_future(storage.wait_for_changes(self._work_poll))
+            poked = asyncio.ensure_future(self._work.wait())
+            try:
+                await asyncio.wait((changed, poked), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (changed, poked):
+                    waiter.cancel()
+                await asyncio.gather(changed, poked, return_exceptions=True)
+            # At most one look per few milliseconds, however busy the other processes are.
+            await asyncio.sleep(_WORK_LOOK_GAP)
 
     def _note_timers(self, instance: Instance) -> None:
         """Wake the timer loop early if `instance` now has a timer due before its next look."""
@@ -656,7 +968,7 @@ class LocalRunner:
             self._next_wake = None
             try:
                 now = self._now()
-                due = await storage.due_timers(now, batch)
+                due = await storage.due_timers(now, batch, runner_id=self.id)
                 for instance_id in due:
                     if instance_id not in self._firing:
                         self._firing.add(instance_id)

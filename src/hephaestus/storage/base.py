@@ -15,6 +15,16 @@ Rules every adapter keeps:
 - Durable timers are stored inside the instance; adapters index the earliest
   due time (`Instance.next_timer_at`) of active instances so that
   `due_timers` and `next_timer_at` are cheap.
+
+**Ownership.** Many processes may share one storage, but only one runner
+executes an instance's steps: its *owner*, kept beside the instance (not in
+it). Runners register with a lease they renew (`register_runner`,
+`renew_runner`); `claim` takes instances that need a runner and have no
+owner, atomically, so two runners never take the same one. A runner whose
+lease lapsed is reaped by the others (`reap_runners`): its instances lose
+their owner and are claimed again. `put(..., owner=runner_id)` is how an
+owner writes: it is refused with `OwnershipError` once another runner owns
+the instance. A plain `put` is a client's write and leaves the owner as it is.
 """
 
 from __future__ import annotations
@@ -25,9 +35,14 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from hephaestus.core.instance import Instance, Status
-from hephaestus.errors import AlreadyRunningError, ConcurrencyError, InstanceNotFoundError
+from hephaestus.errors import (
+    AlreadyRunningError,
+    ConcurrencyError,
+    InstanceNotFoundError,
+    OwnershipError,
+)
 
-__all__ = ["Query", "Storage", "StorageStats"]
+__all__ = ["Query", "RunnerRecord", "Storage", "StorageStats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,25 @@ class Query:
             )
             and (self.after is None or instance.id > self.after)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerRecord:
+    """A runner process as registered in storage: who it is and until when its lease holds.
+
+    Times are seconds since the epoch, from the runners' own clocks (keep the
+    clocks of machines that share a database in sync, as NTP does).
+    """
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    lease_until: float
+
+    def is_live(self, now: float) -> bool:
+        return self.lease_until > now
 
 
 @dataclass(slots=True)
@@ -110,8 +144,15 @@ class Storage(Protocol):
     async def get(self, instance_id: str) -> Instance:
         """The stored instance; raises `InstanceNotFoundError`."""
 
-    async def put(self, instance: Instance, expected_revision: int | None) -> None:
-        """Create (`expected_revision=None`) or update the instance atomically."""
+    async def put(
+        self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
+    ) -> None:
+        """Create (`expected_revision=None`) or update the instance atomically.
+
+        With `owner`, the write is the owning runner's: a create records it as
+        the owner, an update is refused with `OwnershipError` unless it still
+        is. Without, the owner is left as it is (a client's write; a create has none).
+        """
 
     async def delete(self, instance_id: str) -> None:
         """Remove the instance; raises `InstanceNotFoundError` if there is none."""
@@ -119,11 +160,52 @@ class Storage(Protocol):
     async def query(self, query: Query) -> list[Instance]:
         """Instances matching `query`, ordered by id."""
 
-    async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
-        """Ids of active instances whose earliest timer is due at `now`, earliest first."""
+    async def due_timers(
+        self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
+    ) -> list[str]:
+        """Ids of active instances whose earliest timer is due at `now`, earliest first.
+
+        With `runner_id`, only those it may fire: owned by it, or by no runner.
+        """
 
     async def next_timer_at(self) -> datetime | None:
         """When the earliest timer of any active instance is due, or `None`."""
+
+    # -- ownership ----------------------------------------------------------------------
+
+    async def register_runner(self, runner: RunnerRecord) -> None:
+        """Record a runner process and its first lease."""
+
+    async def renew_runner(self, runner_id: str, now: float, lease_until: float) -> bool:
+        """Extend a runner's lease; `False` if it is no longer registered (it was reaped)."""
+
+    async def remove_runner(self, runner_id: str) -> None:
+        """Forget a runner that stops, releasing the instances it owns."""
+
+    async def runners(self) -> list[RunnerRecord]:
+        """The registered runners, live or lapsed, ordered by id."""
+
+    async def reap_runners(self, now: float) -> list[str]:
+        """Remove every runner whose lease lapsed at `now`, releasing its instances."""
+
+    async def claim(
+        self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
+    ) -> list[Instance]:
+        """Make `runner_id` the owner of instances that need a runner; returns those taken.
+
+        With `instance_id`: that instance, if it is active and has no owner or
+        is `runner_id`'s already. Without: up to `limit` instances with no
+        owner that need a runner (`Instance.needs_runner`).
+        """
+
+    async def commands_for(self, runner_id: str, limit: int = 100) -> list[str]:
+        """Ids of instances owned by `runner_id` whose inbox has items it has not seen."""
+
+    async def owner_of(self, instance_id: str) -> str | None:
+        """The runner that owns the instance, or `None`; raises `InstanceNotFoundError`."""
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        """Return when another process may have written, or after `timeout` seconds."""
 
 
 def check_put(
@@ -131,12 +213,16 @@ def check_put(
     expected_revision: int | None,
     stored_status: Status | None,
     stored_revision: int | None,
+    *,
+    owner: str | None = None,
+    stored_owner: str | None = None,
 ) -> None:
     """Raise the error the storage rules demand for writing `instance` over the stored record.
 
-    `stored_status` and `stored_revision` describe the record that holds
-    `instance.id`, both `None` when there is none. Every adapter calls this
-    before writing, so they all refuse the same writes with the same messages.
+    `stored_status`, `stored_revision` and `stored_owner` describe the record
+    that holds `instance.id` (`None` when there is none); `owner` is the
+    runner writing, if it is one. Every adapter calls this before writing, so
+    they all refuse the same writes with the same messages.
     """
     if expected_revision is None:
         if stored_status is not None and stored_status.is_active:
@@ -150,11 +236,27 @@ def check_put(
             f"no instance {instance.id} to update at revision {expected_revision}; "
             "it was never created or has been deleted (create it with expected_revision=None)"
         )
+    if owner is not None and stored_owner != owner:
+        raise OwnershipError(
+            f"instance {instance.id} is now owned by "
+            f"{'no runner' if stored_owner is None else 'runner ' + stored_owner}, not by runner "
+            f"{owner} (its lease lapsed and the instance was taken over); this runner must "
+            "stop running it"
+        )
     if stored_revision != expected_revision:
         raise ConcurrencyError(
             f"instance {instance.id} is at revision {stored_revision}, not {expected_revision}: "
             "it was changed since it was read; read it again and retry"
         )
+
+
+def written_owner(
+    owner: str | None, expected_revision: int | None, stored_owner: str | None
+) -> str | None:
+    """The owner to store with a write that `check_put` allowed."""
+    if owner is not None or expected_revision is None:
+        return owner  # the runner writing, or whoever creates (a client's create has none)
+    return stored_owner  # a client's update leaves the owner as it is
 
 
 def not_found(instance_id: str) -> InstanceNotFoundError:

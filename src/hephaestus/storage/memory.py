@@ -12,17 +12,21 @@ tests simulate a restart.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import UTC, datetime
 
 from hephaestus.core.instance import Instance
 from hephaestus.storage.base import (
     AsyncContext,
     Query,
+    RunnerRecord,
     StorageStats,
     check_put,
     not_found,
     timer_epoch,
     to_epoch,
+    written_owner,
 )
 
 __all__ = ["MemoryStorage"]
@@ -35,6 +39,9 @@ class MemoryStorage(AsyncContext):
         self._instances: dict[str, Instance] = {}
         # Epoch of the earliest timer of each active instance that has one.
         self._timers: dict[str, float] = {}
+        self._owners: dict[str, str] = {}
+        self._runners: dict[str, RunnerRecord] = {}
+        self._changed = asyncio.Event()
         self.stats = StorageStats()
 
     def __repr__(self) -> str:
@@ -52,15 +59,27 @@ class MemoryStorage(AsyncContext):
         except KeyError:
             raise not_found(instance_id) from None
 
-    async def put(self, instance: Instance, expected_revision: int | None) -> None:
+    async def put(
+        self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
+    ) -> None:
         stored = self._instances.get(instance.id)
+        stored_owner = self._owners.get(instance.id)
         check_put(
             instance,
             expected_revision,
             None if stored is None else stored.status,
             None if stored is None else stored.revision,
+            owner=owner,
+            stored_owner=stored_owner,
         )
         self._instances[instance.id] = instance
+        new_owner = written_owner(owner, expected_revision, stored_owner)
+        if new_owner is None:
+            self._owners.pop(instance.id, None)
+        else:
+            self._owners[instance.id] = new_owner
+        if owner is None:
+            self._changed.set()  # a client's write: wake the runners waiting for work
         due = timer_epoch(instance)
         if due is None:
             self._timers.pop(instance.id, None)
@@ -73,6 +92,7 @@ class MemoryStorage(AsyncContext):
         if self._instances.pop(instance_id, None) is None:
             raise not_found(instance_id)
         self._timers.pop(instance_id, None)
+        self._owners.pop(instance_id, None)
         self.stats.transactions += 1
         self.stats.writes += 1
 
@@ -85,15 +105,96 @@ class MemoryStorage(AsyncContext):
         matching = [instance for instance in candidates if query.matches(instance)]
         return matching if query.limit is None else matching[: query.limit]
 
-    async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
+    async def due_timers(
+        self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
+    ) -> list[str]:
         cutoff = to_epoch(now)
-        due = sorted((at, instance_id) for instance_id, at in self._timers.items() if at <= cutoff)
+        due = sorted(
+            (at, instance_id)
+            for instance_id, at in self._timers.items()
+            if at <= cutoff and self._owners.get(instance_id) in (None, runner_id)
+        )
         return [instance_id for _, instance_id in due[: max(limit, 0)]]
 
     async def next_timer_at(self) -> datetime | None:
         if not self._timers:
             return None
         return datetime.fromtimestamp(min(self._timers.values()), UTC)
+
+    # -- ownership --------------------------------------------------------------------------
+
+    async def register_runner(self, runner: RunnerRecord) -> None:
+        self._runners[runner.id] = runner
+
+    async def renew_runner(self, runner_id: str, now: float, lease_until: float) -> bool:
+        record = self._runners.get(runner_id)
+        if record is None:
+            return False
+        self._runners[runner_id] = dataclasses.replace(
+            record, heartbeat_at=now, lease_until=lease_until
+        )
+        return True
+
+    async def remove_runner(self, runner_id: str) -> None:
+        self._runners.pop(runner_id, None)
+        self._release(runner_id)
+
+    async def runners(self) -> list[RunnerRecord]:
+        return [self._runners[key] for key in sorted(self._runners)]
+
+    async def reap_runners(self, now: float) -> list[str]:
+        dead = sorted(key for key, record in self._runners.items() if not record.is_live(now))
+        for runner_id in dead:
+            await self.remove_runner(runner_id)
+        return dead
+
+    async def claim(
+        self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
+    ) -> list[Instance]:
+        if instance_id is not None:
+            found = self._instances.get(instance_id)
+            if (
+                found is None
+                or not found.status.is_active
+                or self._owners.get(instance_id) not in (None, runner_id)
+            ):
+                return []
+            taken = [found]
+        else:
+            taken = [
+                instance
+                for instance in sorted(self._instances.values(), key=_by_id)
+                if instance.needs_runner and instance.id not in self._owners
+            ][: max(limit, 0)]
+        for instance in taken:
+            self._owners[instance.id] = runner_id
+        return taken
+
+    async def commands_for(self, runner_id: str, limit: int = 100) -> list[str]:
+        return [
+            instance_id
+            for instance_id in sorted(self._owners)
+            if self._owners[instance_id] == runner_id
+            and self._instances[instance_id].has_new_commands
+        ][: max(limit, 0)]
+
+    async def owner_of(self, instance_id: str) -> str | None:
+        if instance_id not in self._instances:
+            raise not_found(instance_id)
+        return self._owners.get(instance_id)
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        except TimeoutError:
+            return
+        self._changed.clear()
+
+    def _release(self, runner_id: str) -> None:
+        for instance_id in [key for key, owner in self._owners.items() if owner == runner_id]:
+            del self._owners[instance_id]
+        self._changed.set()
 
 
 def _by_id(instance: Instance) -> str:

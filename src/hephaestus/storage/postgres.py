@@ -32,12 +32,19 @@ pool replaces them: reads are tried again on a fresh connection, and a batch
 of writes checks its connection before sending anything, so neither fails
 because of a connection that broke while it sat idle in the pool.
 
-**Schema.** One table, `workflow_instances`; each row holds the instance as
+**Many processes.** A client's write of work for the runners (a new
+instance, an event, a cancel request) sends `NOTIFY hephaestus_work` in its
+transaction; `wait_for_changes` listens on one connection of its own, so an
+idle runner wakes when the write commits. Runners also poll, in case a
+notification is lost with a broken connection.
+
+**Schema.** Table `workflow_instances`; each row holds the instance as
 `jsonb` (with a GIN index for containment queries) plus the columns queries
-filter on, B-tree indexed. Migrations are the numbered files in
-`hephaestus/storage/sql/postgres/`; `migrate(url)` (the `hephaestus db
-migrate` command) applies them under an advisory lock and records them in
-`hephaestus_schema_version`. `open()` never changes the schema: it checks the
+filter on, B-tree indexed, and the runner that owns it. Table
+`hephaestus_runners` holds the runner processes and their leases.
+Migrations are the numbered files in `hephaestus/storage/sql/postgres/`;
+`migrate(url)` (the `hephaestus db migrate` command) applies them under an
+advisory lock and records them in `hephaestus_schema_version`. `open()` never changes the schema: it checks the
 version and refuses a database that is not migrated, or migrated by another
 version of Hephaestus.
 """
@@ -77,6 +84,7 @@ from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import (
     AsyncContext,
     Query,
+    RunnerRecord,
     StorageStats,
     as_utc,
     check_put,
@@ -111,6 +119,7 @@ class _Write:
 
     instance: Instance
     expected_revision: int | None
+    owner: str | None
     params: dict[str, Any]
 
 
@@ -159,6 +168,7 @@ class PostgresStorage(AsyncContext):
         self.stats = StorageStats()
         self._q = _render(schema)
         self._pool: AsyncConnectionPool[_Connection] | None = None
+        self._listener: _Connection | None = None
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._commits = GroupCommit(
             self._write_batch, name=repr(self), interrupted=_INTERRUPTED.format(where=self.where)
@@ -211,6 +221,10 @@ class PostgresStorage(AsyncContext):
             return
         self._state = "closing"
         await self._commits.drain()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(psycopg.Error):
+                await listener.close()
         try:
             await pool.close()
         finally:
@@ -225,10 +239,12 @@ class PostgresStorage(AsyncContext):
             raise not_found(instance_id)
         return Instance.from_json(rows[0][0])
 
-    async def put(self, instance: Instance, expected_revision: int | None) -> None:
+    async def put(
+        self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
+    ) -> None:
         self._check_open()
-        params = _write_params(instance, expected_revision)
-        await self._commits.submit(_Write(instance, expected_revision, params))
+        params = _write_params(instance, expected_revision, owner)
+        await self._commits.submit(_Write(instance, expected_revision, owner, params))
 
     @property
     def pool(self) -> AsyncConnectionPool[_Connection]:
@@ -296,16 +312,103 @@ class PostgresStorage(AsyncContext):
         rows = await self._fetch(*select)
         return [Instance.from_json(row[0]) for row in rows]
 
-    async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
+    async def due_timers(
+        self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
+    ) -> list[str]:
         if limit <= 0:
             return []
-        rows = await self._fetch(self._q["due_timers"], {"now": as_utc(now), "limit": limit})
-        return [str(row[0]) for row in rows]
+        params = {"now": as_utc(now), "limit": limit, "runner": runner_id}
+        query = self._q["due_timers" if runner_id is None else "due_timers_for"]
+        return [str(row[0]) for row in await self._fetch(query, params)]
 
     async def next_timer_at(self) -> datetime | None:
         rows = await self._fetch(self._q["next_timer_at"], {})
         earliest = rows[0][0] if rows else None
         return None if earliest is None else cast(datetime, earliest).astimezone(UTC)
+
+    # -- ownership -------------------------------------------------------------------------
+
+    async def register_runner(self, runner: RunnerRecord) -> None:
+        await self._modify(
+            self._q["register_runner"],
+            {
+                "id": runner.id,
+                "host": runner.host,
+                "pid": runner.pid,
+                "started_at": runner.started_at,
+                "heartbeat_at": runner.heartbeat_at,
+                "lease_until": runner.lease_until,
+            },
+        )
+
+    async def renew_runner(self, runner_id: str, now: float, lease_until: float) -> bool:
+        changed, _ = await self._modify(
+            self._q["renew_runner"], {"id": runner_id, "now": now, "lease_until": lease_until}
+        )
+        return changed > 0
+
+    async def remove_runner(self, runner_id: str) -> None:
+        await self._modify(self._q["remove_runner"], {"id": runner_id})
+
+    async def runners(self) -> list[RunnerRecord]:
+        rows = await self._fetch(self._q["list_runners"], {})
+        return [RunnerRecord(*row) for row in rows]
+
+    async def reap_runners(self, now: float) -> list[str]:
+        _, rows = await self._modify(self._q["reap_runners"], {"now": now})
+        return [str(row[0]) for row in rows]
+
+    async def claim(
+        self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
+    ) -> list[Instance]:
+        params: dict[str, Any]
+        if instance_id is not None:
+            query, params = self._q["claim_one"], {"runner": runner_id, "id": instance_id}
+        elif limit <= 0:
+            return []
+        else:
+            query, params = self._q["claim_unowned"], {"runner": runner_id, "limit": limit}
+        _, rows = await self._modify(query, params)
+        return [Instance.from_json(row[0]) for row in rows]
+
+    async def commands_for(self, runner_id: str, limit: int = 100) -> list[str]:
+        rows = await self._fetch(self._q["commands_for"], {"runner": runner_id, "limit": limit})
+        return [str(row[0]) for row in rows]
+
+    async def owner_of(self, instance_id: str) -> str | None:
+        rows = await self._fetch(self._q["owner_of"], {"id": instance_id})
+        if not rows:
+            raise not_found(instance_id)
+        return None if rows[0][0] is None else str(rows[0][0])
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        self._check_open()
+        try:
+            if self._listener is None or self._listener.closed:
+                self._listener = await _connect(self.url, self._params, self.connect_timeout)
+                await self._listener.execute(self._q["listen_work"])
+            async for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except (psycopg.Error, StorageError):
+            # No listener now (the server is away): wait out the timeout, runners poll anyway.
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await listener.close()
+            await asyncio.sleep(timeout)
+
+    async def _modify(
+        self, statement: LiteralString, params: dict[str, Any]
+    ) -> tuple[int, list[TupleRow]]:
+        """Run one writing statement (its own transaction); rows changed and rows returned."""
+        self._check_open()
+        try:
+            async with self._connection(checked=True) as conn:
+                cursor = await conn.execute(statement, params)
+                rows = await cursor.fetchall() if cursor.description is not None else []
+                return cursor.rowcount, rows
+        except psycopg.Error as exc:
+            raise self._error(exc) from exc
 
     # -- group commit ----------------------------------------------------------------------------
 
@@ -386,15 +489,15 @@ class PostgresStorage(AsyncContext):
     ) -> HephaestusError | None:
         """`None` if the write was made, else the error that explains why it was not."""
         assert row is not None  # the statement always returns one row
-        written, status, revision = row
+        written, status, revision, owner, _ = row
         if written:
             return None
-        refusal = _refusal(write, status, revision)
+        refusal = _refusal(write, status, revision, owner)
         if refusal is None:
             # Another process changed the row after this statement's snapshot: read it again.
             cursor = await conn.execute(self._q["get_version"], {"id": write.instance.id})
             current = await cursor.fetchone()
-            refusal = _refusal(write, *(current or (None, None)))
+            refusal = _refusal(write, *(current or (None, None, None)))
         if refusal is not None:
             return refusal
         if write.expected_revision is None:
@@ -596,11 +699,11 @@ class PostgresTransaction:
 
     async def put(self, instance: Instance, expected_revision: int | None) -> None:
         """Create or update, with the rules of `Storage.put`; raises instead of writing."""
-        params = _write_params(instance, expected_revision)
+        params = _write_params(instance, expected_revision, None)
         cursor = await self.connection.execute(self._q["write"], params)
         row = await cursor.fetchone()
         refusal = await self.storage._outcome(
-            self.connection, _Write(instance, expected_revision, params), row
+            self.connection, _Write(instance, expected_revision, None, params), row
         )
         if refusal is not None:
             raise refusal
@@ -640,8 +743,16 @@ class PostgresTransaction:
             await self.connection.execute(self._q["delete_step_results"], {"ids": ids})
 
 
-def _write_params(instance: Instance, expected_revision: int | None) -> dict[str, Any]:
+def _write_params(
+    instance: Instance, expected_revision: int | None, owner: str | None
+) -> dict[str, Any]:
+    needs_runner = instance.needs_runner
     return {
+        "owner": owner,
+        "needs_runner": needs_runner,
+        "has_commands": instance.has_new_commands,
+        # A client's write of work wakes the runners; an owner's own writes need not.
+        "notify": owner is None and needs_runner,
         "id": instance.id,
         "workflow": instance.workflow,
         "workflow_version": instance.workflow_version,
@@ -840,13 +951,17 @@ def _whole_seconds(seconds: float) -> int:
     return max(2, int(-(-seconds // 1)))
 
 
-def _refusal(write: _Write, status: str | None, revision: int | None) -> HephaestusError | None:
+def _refusal(
+    write: _Write, status: str | None, revision: int | None, owner: str | None
+) -> HephaestusError | None:
     try:
         check_put(
             write.instance,
             write.expected_revision,
             None if status is None else Status(status),
             revision,
+            owner=write.owner,
+            stored_owner=owner,
         )
     except HephaestusError as refused:
         return refused

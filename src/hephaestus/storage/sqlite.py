@@ -24,9 +24,17 @@ every SQLite call, read or write, runs there, so the event loop never waits
 on the disk and the connection is never shared between threads. Reads wait
 behind a commit in progress and so never see a write before it is committed.
 
-**Schema.** One table, `workflow_instances`; each row holds the instance as
-JSON plus the columns queries filter on, and the due time of the earliest
-timer of an active instance. The schema version is the database's
+**Schema.** Table `workflow_instances`; each row holds the instance as JSON
+plus the columns queries filter on, the due time of the earliest timer of an
+active instance, and the runner that owns it. Table `hephaestus_runners`
+holds the runner processes and their leases.
+
+**Many processes.** Several processes may open the same file: SQLite
+serialises their writes, and every write is checked against the stored
+revision and owner inside its transaction. `wait_for_changes` watches
+`PRAGMA data_version`, which moves when another connection commits, so an
+idle runner notices a client's write within a few milliseconds without
+reading any table. The schema version is the database's
 `user_version`; `open()` applies the migrations the file lacks, and refuses a
 file written by a newer Hephaestus.
 """
@@ -51,11 +59,13 @@ from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import (
     AsyncContext,
     Query,
+    RunnerRecord,
     StorageStats,
     check_put,
     not_found,
     timer_epoch,
     to_epoch,
+    written_owner,
 )
 
 __all__ = ["SQLiteStorage"]
@@ -77,6 +87,7 @@ class _Write:
 
     instance: Instance
     expected_revision: int | None
+    owner: str | None
     row: tuple[Any, ...]
 
 
@@ -94,6 +105,7 @@ class SQLiteStorage(AsyncContext):
         *,
         synchronous: Synchronous = "FULL",
         timeout: float = 5.0,
+        change_poll_interval: float = 0.005,
     ) -> None:
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(
@@ -102,7 +114,10 @@ class SQLiteStorage(AsyncContext):
         self.path = os.fspath(path)
         self.synchronous: Synchronous = synchronous
         self.timeout = timeout
+        #: How often `wait_for_changes` looks at `PRAGMA data_version`, in seconds.
+        self.change_poll_interval = change_poll_interval
         self.stats = StorageStats()
+        self._data_version: int | None = None
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._state: Literal["new", "open", "closing", "closed"] = "new"
@@ -152,7 +167,9 @@ class SQLiteStorage(AsyncContext):
             raise not_found(instance_id)
         return Instance.from_json(document)
 
-    async def put(self, instance: Instance, expected_revision: int | None) -> None:
+    async def put(
+        self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
+    ) -> None:
         self._check_open()
         row = (
             instance.id,
@@ -164,8 +181,10 @@ class SQLiteStorage(AsyncContext):
             instance.created_at.isoformat(),
             instance.updated_at.isoformat(),
             instance.to_json(),
+            int(instance.needs_runner),
+            int(instance.has_new_commands),
         )
-        await self._commits.submit(_Write(instance, expected_revision, row))
+        await self._commits.submit(_Write(instance, expected_revision, owner, row))
 
     async def delete(self, instance_id: str) -> None:
         if not await self._run(self._delete, instance_id):
@@ -178,16 +197,103 @@ class SQLiteStorage(AsyncContext):
         documents = await self._run(self._fetch_all, *select)
         return [Instance.from_json(document) for document in documents]
 
-    async def due_timers(self, now: datetime, limit: int = 1000) -> list[str]:
+    async def due_timers(
+        self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
+    ) -> list[str]:
         if limit <= 0:
             return []
-        rows = await self._run(self._fetch_all, _Q["due_timers"], (to_epoch(now), limit))
+        params: tuple[Any, ...]
+        if runner_id is None:
+            sql, params = _Q["due_timers"], (to_epoch(now), limit)
+        else:
+            sql, params = _Q["due_timers_for"], (to_epoch(now), runner_id, limit)
+        rows = await self._run(self._fetch_all, sql, params)
         return [str(instance_id) for instance_id in rows]
 
     async def next_timer_at(self) -> datetime | None:
         rows = await self._run(self._fetch_all, _Q["next_timer_at"], ())
         earliest = rows[0] if rows else None
         return None if earliest is None else datetime.fromtimestamp(earliest, UTC)
+
+    # -- ownership -------------------------------------------------------------------------
+
+    async def register_runner(self, runner: RunnerRecord) -> None:
+        await self._run(
+            self._write,
+            [
+                (
+                    _Q["register_runner"],
+                    (
+                        runner.id,
+                        runner.host,
+                        runner.pid,
+                        runner.started_at,
+                        runner.heartbeat_at,
+                        runner.lease_until,
+                    ),
+                )
+            ],
+        )
+
+    async def renew_runner(self, runner_id: str, now: float, lease_until: float) -> bool:
+        changed = await self._run(
+            self._write, [(_Q["renew_runner"], (now, lease_until, runner_id))]
+        )
+        return changed > 0
+
+    async def remove_runner(self, runner_id: str) -> None:
+        await self._run(
+            self._write,
+            [(_Q["release_instances"], (runner_id,)), (_Q["delete_runner"], (runner_id,))],
+        )
+
+    async def runners(self) -> list[RunnerRecord]:
+        rows = await self._run(self._fetch_rows, _Q["list_runners"], ())
+        return [RunnerRecord(*row) for row in rows]
+
+    async def reap_runners(self, now: float) -> list[str]:
+        dead = [str(r) for r in await self._run(self._fetch_all, _Q["lapsed_runners"], (now,))]
+        for runner_id in dead:
+            await self.remove_runner(runner_id)
+        return dead
+
+    async def claim(
+        self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
+    ) -> list[Instance]:
+        params: tuple[Any, ...]
+        if instance_id is not None:
+            sql, params = _Q["claim_one"], (runner_id, instance_id, runner_id)
+        elif limit <= 0:
+            return []
+        else:
+            sql, params = _Q["claim_unowned"], (runner_id, limit)
+        documents = await self._run(self._claim, sql, params)
+        return [Instance.from_json(document) for document in documents]
+
+    async def commands_for(self, runner_id: str, limit: int = 100) -> list[str]:
+        rows = await self._run(self._fetch_all, _Q["commands_for"], (runner_id, limit))
+        return [str(instance_id) for instance_id in rows]
+
+    async def owner_of(self, instance_id: str) -> str | None:
+        rows = await self._run(self._fetch_rows, _Q["owner_of"], (instance_id,))
+        if not rows:
+            raise not_found(instance_id)
+        owner = rows[0][0]
+        return None if owner is None else str(owner)
+
+    async def wait_for_changes(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            version = await self._run(self._read_data_version)
+            if self._data_version is not None and version != self._data_version:
+                self._data_version = version
+                return
+            self._data_version = version
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(self.change_poll_interval, left))
 
     # -- group commit (event loop side) --------------------------------------------------------
 
@@ -273,17 +379,21 @@ class SQLiteStorage(AsyncContext):
             conn.execute("BEGIN IMMEDIATE")
             for write in batch:
                 stored = conn.execute(_Q["get_version"], (write.instance.id,)).fetchone()
+                stored_owner = None if stored is None else stored[2]
                 try:
                     check_put(
                         write.instance,
                         write.expected_revision,
                         None if stored is None else Status(stored[0]),
                         None if stored is None else stored[1],
+                        owner=write.owner,
+                        stored_owner=stored_owner,
                     )
                 except HephaestusError as refused:
                     outcomes.append(refused)
                     continue
-                conn.execute(_Q["upsert"], write.row)
+                owner = written_owner(write.owner, write.expected_revision, stored_owner)
+                conn.execute(_Q["upsert"], (*write.row, owner))
                 outcomes.append(None)
                 written += 1
             conn.execute("COMMIT")
@@ -300,6 +410,44 @@ class SQLiteStorage(AsyncContext):
             self.stats.transactions += 1
             self.stats.writes += written
         return outcomes
+
+    def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+        """Run `statements` in one transaction; how many rows the last one changed."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            changed = 0
+            for sql, params in statements:
+                changed = conn.execute(sql, params).rowcount
+            return changed
+
+        return self._transaction(run)
+
+    def _claim(self, sql: str, params: tuple[Any, ...]) -> list[str]:
+        return self._transaction(
+            lambda conn: [str(row[0]) for row in conn.execute(sql, params).fetchall()]
+        )
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = work(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise StorageError(f"SQLite database {self.path}: {exc}") from exc
+        except BaseException:
+            _rollback(conn)
+            raise
+        return result
+
+    def _read_data_version(self) -> int:
+        row = self._guarded(self._connection().execute, "PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def _fetch_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        cursor = self._guarded(self._connection().execute, sql, params)
+        return [tuple(row) for row in cursor.fetchall()]
 
     def _fetch_document(self, instance_id: str) -> str | None:
         row = self._guarded(self._connection().execute, _Q["get_document"], (instance_id,))

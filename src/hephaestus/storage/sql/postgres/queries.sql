@@ -5,14 +5,20 @@
 SELECT document::text FROM {schema}.workflow_instances WHERE id = %(id)s;
 
 -- name: get_version
-SELECT status, revision FROM {schema}.workflow_instances WHERE id = %(id)s;
+SELECT status, revision, owner FROM {schema}.workflow_instances WHERE id = %(id)s;
 
 -- name: write
 -- One `put`: an update when `expected_revision` is set (only at that revision),
--- otherwise a create (only over no row or a finished instance). Returns whether
--- the row was written and the row it was checked against, for the error.
+-- otherwise a create (only over no row or a finished instance). An owner's
+-- update (`owner` set) applies only while it still owns the row; a client's
+-- (`owner` NULL) leaves the owner as it is. Returns whether the row was written
+-- and the row it was checked against, for the error. A client's write of work
+-- for the runners notifies them (delivered at commit).
 WITH updated AS (
     UPDATE {schema}.workflow_instances SET
+        owner = COALESCE(%(owner)s::text, owner),
+        needs_runner = %(needs_runner)s,
+        has_commands = %(has_commands)s,
         workflow = %(workflow)s,
         workflow_version = %(workflow_version)s,
         status = %(status)s,
@@ -22,18 +28,23 @@ WITH updated AS (
         updated_at = %(updated_at)s,
         document = %(document)s::jsonb
     WHERE id = %(id)s AND revision = %(expected_revision)s::bigint
+        AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
     RETURNING 1
 ), created AS (
     INSERT INTO {schema}.workflow_instances AS stored (
         id, workflow, workflow_version, status, revision,
-        next_timer_at, created_at, updated_at, document
+        next_timer_at, created_at, updated_at, document, owner, needs_runner, has_commands
     )
     SELECT
         %(id)s::text, %(workflow)s::text, %(workflow_version)s::integer, %(status)s::text,
         %(revision)s::bigint, %(next_timer_at)s::timestamptz, %(created_at)s::timestamptz,
-        %(updated_at)s::timestamptz, %(document)s::jsonb
+        %(updated_at)s::timestamptz, %(document)s::jsonb, %(owner)s::text,
+        %(needs_runner)s::boolean, %(has_commands)s::boolean
     WHERE %(expected_revision)s::bigint IS NULL
     ON CONFLICT (id) DO UPDATE SET
+        owner = excluded.owner,
+        needs_runner = excluded.needs_runner,
+        has_commands = excluded.has_commands,
         workflow = excluded.workflow,
         workflow_version = excluded.workflow_version,
         status = excluded.status,
@@ -44,11 +55,15 @@ WITH updated AS (
         document = excluded.document
     WHERE stored.status <> ALL (%(active)s::text[])
     RETURNING 1
+), notified AS (
+    SELECT pg_notify('hephaestus_work', '') WHERE %(notify)s::boolean
 )
 SELECT
     (SELECT count(*) FROM updated) + (SELECT count(*) FROM created) AS written,
     found.status,
-    found.revision
+    found.revision,
+    found.owner,
+    (SELECT count(*) FROM notified)
 FROM (VALUES (1)) AS one
 LEFT JOIN {schema}.workflow_instances AS found ON found.id = %(id)s;
 
@@ -64,8 +79,74 @@ WHERE next_timer_at IS NOT NULL AND next_timer_at <= %(now)s
 ORDER BY next_timer_at, id
 LIMIT %(limit)s;
 
+-- name: due_timers_for
+-- Due timers a runner may fire: of instances it owns or that have no owner.
+SELECT id FROM {schema}.workflow_instances
+WHERE next_timer_at IS NOT NULL AND next_timer_at <= %(now)s
+    AND (owner IS NULL OR owner = %(runner)s)
+ORDER BY next_timer_at, id
+LIMIT %(limit)s;
+
 -- name: next_timer_at
 SELECT min(next_timer_at) FROM {schema}.workflow_instances WHERE next_timer_at IS NOT NULL;
+
+-- name: claim_one
+UPDATE {schema}.workflow_instances SET owner = %(runner)s
+WHERE id = %(id)s AND status IN ('pending', 'running', 'waiting')
+    AND (owner IS NULL OR owner = %(runner)s)
+RETURNING document::text;
+
+-- name: claim_unowned
+-- SKIP LOCKED: runners claiming at the same moment take different instances.
+UPDATE {schema}.workflow_instances SET owner = %(runner)s
+WHERE id IN (
+    SELECT id FROM {schema}.workflow_instances
+    WHERE needs_runner AND owner IS NULL
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) AND owner IS NULL
+RETURNING document::text;
+
+-- name: commands_for
+SELECT id FROM {schema}.workflow_instances
+WHERE owner = %(runner)s AND has_commands
+ORDER BY id LIMIT %(limit)s;
+
+-- name: owner_of
+SELECT owner FROM {schema}.workflow_instances WHERE id = %(id)s;
+
+-- name: register_runner
+INSERT INTO {schema}.hephaestus_runners (id, host, pid, started_at, heartbeat_at, lease_until)
+VALUES (%(id)s, %(host)s, %(pid)s, %(started_at)s, %(heartbeat_at)s, %(lease_until)s)
+ON CONFLICT (id) DO UPDATE SET
+    heartbeat_at = excluded.heartbeat_at, lease_until = excluded.lease_until;
+
+-- name: renew_runner
+UPDATE {schema}.hephaestus_runners SET heartbeat_at = %(now)s, lease_until = %(lease_until)s
+WHERE id = %(id)s;
+
+-- name: remove_runner
+WITH released AS (
+    UPDATE {schema}.workflow_instances SET owner = NULL WHERE owner = %(id)s
+)
+DELETE FROM {schema}.hephaestus_runners WHERE id = %(id)s;
+
+-- name: reap_runners
+-- Runners whose lease lapsed: forget them and release their instances, in one statement.
+WITH dead AS (
+    DELETE FROM {schema}.hephaestus_runners WHERE lease_until <= %(now)s RETURNING id
+), released AS (
+    UPDATE {schema}.workflow_instances SET owner = NULL WHERE owner IN (SELECT id FROM dead)
+)
+SELECT id FROM dead ORDER BY id;
+
+-- name: list_runners
+SELECT id, host, pid, started_at, heartbeat_at, lease_until
+FROM {schema}.hephaestus_runners ORDER BY id;
+
+-- name: listen_work
+LISTEN hephaestus_work;
 
 -- name: schema_version
 SELECT max(version) FROM {schema}.hephaestus_schema_version;

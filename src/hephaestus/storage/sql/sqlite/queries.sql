@@ -4,14 +4,17 @@
 SELECT document FROM workflow_instances WHERE id = ?;
 
 -- name: get_version
-SELECT status, revision FROM workflow_instances WHERE id = ?;
+SELECT status, revision, owner FROM workflow_instances WHERE id = ?;
 
 -- name: upsert
 INSERT INTO workflow_instances (
     id, workflow, workflow_version, status, revision,
-    next_timer_at, created_at, updated_at, document
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    next_timer_at, created_at, updated_at, document, needs_runner, has_commands, owner
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
+    needs_runner = excluded.needs_runner,
+    has_commands = excluded.has_commands,
+    owner = excluded.owner,
     workflow = excluded.workflow,
     workflow_version = excluded.workflow_version,
     status = excluded.status,
@@ -32,6 +35,50 @@ SELECT id FROM workflow_instances
 WHERE next_timer_at IS NOT NULL AND next_timer_at <= ?
 ORDER BY next_timer_at, id
 LIMIT ?;
+
+-- name: due_timers_for
+-- Due timers a runner may fire: of instances it owns or that have no owner.
+SELECT id FROM workflow_instances
+WHERE next_timer_at IS NOT NULL AND next_timer_at <= ? AND (owner IS NULL OR owner = ?)
+ORDER BY next_timer_at, id
+LIMIT ?;
+
+-- name: claim_one
+UPDATE workflow_instances SET owner = ?
+WHERE id = ? AND status IN ('pending', 'running', 'waiting') AND (owner IS NULL OR owner = ?)
+RETURNING document;
+
+-- name: claim_unowned
+UPDATE workflow_instances SET owner = ?
+WHERE id IN (
+    SELECT id FROM workflow_instances WHERE needs_runner = 1 AND owner IS NULL ORDER BY id LIMIT ?
+)
+RETURNING document;
+
+-- name: commands_for
+SELECT id FROM workflow_instances WHERE has_commands = 1 AND owner = ? ORDER BY id LIMIT ?;
+
+-- name: owner_of
+SELECT owner FROM workflow_instances WHERE id = ?;
+
+-- name: register_runner
+INSERT OR REPLACE INTO hephaestus_runners (id, host, pid, started_at, heartbeat_at, lease_until)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: renew_runner
+UPDATE hephaestus_runners SET heartbeat_at = ?, lease_until = ? WHERE id = ?;
+
+-- name: delete_runner
+DELETE FROM hephaestus_runners WHERE id = ?;
+
+-- name: release_instances
+UPDATE workflow_instances SET owner = NULL WHERE owner = ?;
+
+-- name: list_runners
+SELECT id, host, pid, started_at, heartbeat_at, lease_until FROM hephaestus_runners ORDER BY id;
+
+-- name: lapsed_runners
+SELECT id FROM hephaestus_runners WHERE lease_until <= ? ORDER BY id;
 
 -- name: next_timer_at
 SELECT min(next_timer_at) FROM workflow_instances WHERE next_timer_at IS NOT NULL;
