@@ -165,7 +165,11 @@ class AlreadyRunningError(HephaestusError):
 
 
 class InvalidBusinessKeyError(HephaestusError):
-    """An instance id must be `key::value` with key and value in [a-z0-9]+ (value may be a UUID)."""
+    """An id is not `key::value[::suffix]`: key `[a-z0-9]+`, value as `hephaestus.core.keys` says.
+
+    Values are 1 to 200 ASCII letters, digits and `- _ . @ + :` (`EXP-42`,
+    `jane.doe@example.com`), with no `::` and no `:` at either end.
+    """
 
 
 class ContextSerializationError(HephaestusError):

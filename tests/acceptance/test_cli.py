@@ -305,6 +305,45 @@ def test_cancel_stops_a_waiting_instance_for_good(approvals: Path) -> None:
     assert_one_line_error(again, "InstanceNotWaitingError", "already cancelled")
 
 
+def test_ids_with_colons_capitals_and_at_signs_are_shown_as_they_are(tmp_path: Path) -> None:
+    """`urn:x:1` stays `urn:x:1` in every output, never Rich's `:x:` emoji."""
+    db = tmp_path / "ids.db"
+
+    async def run() -> None:
+        runner = LocalRunner()
+        async with Hephaestus(storage=SQLiteStorage(db), runner=runner) as app:
+            for value in ("urn:x:1", "EXP-42", "jane.doe@example.com"):
+                await app.start_instance(ApprovalFlow, {"title": value}, id=f"doc::{value}")
+            await runner.wait_idle(timeout=10)
+
+    asyncio.run(run())
+    url = f"sqlite:///{db}"
+
+    table = hephaestus("instances", "list", "--storage", url, cwd=PROJECT)
+    assert table.returncode == 0, table.stderr
+    rows = table.stdout.splitlines()[2:5]
+    assert [row.split()[0] for row in rows] == [
+        "doc::EXP-42",
+        "doc::jane.doe@example.com",
+        "doc::urn:x:1",
+    ]
+    assert "\u274c" not in table.stdout  # the cross mark of `:x:`
+
+    shown = hephaestus("instances", "show", "doc::urn:x:1", "--storage", url, cwd=PROJECT)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("instance  doc::urn:x:1\n")
+
+    cancelled = hephaestus("instances", "cancel", "doc::EXP-42", "--storage", url, cwd=PROJECT)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.startswith("Cancelled doc::EXP-42 (it was waiting at await_approval)")
+    assert read_all(db)["doc::EXP-42"].status is Status.CANCELLED
+
+    spaced = hephaestus("instances", "show", "doc::EXP 42", "--storage", url, cwd=PROJECT)
+    assert_one_line_error(
+        spaced, "InvalidBusinessKeyError", "'doc::EXP 42'", "whitespace ' ' at index 3"
+    )
+
+
 def test_db_migrate_creates_a_database_the_other_commands_can_use(tmp_path: Path) -> None:
     migrated = hephaestus("db", "migrate", "--storage", "sqlite:///fresh.db", cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr

@@ -140,7 +140,9 @@ BAD_IDS: list[Any] = [
     "rtbad::",
     "::x",
     "RtBad::x",
-    "rtbad::X",
+    "rtbad::x:",
+    "rtbad::a/b",
+    "rtbad::\u00e9",
     "rtbad::a b",
     "rtbad::x\n",
     "rtbad::x::y",
@@ -219,7 +221,9 @@ async def test_a_malformed_id_is_refused_by_every_call(
         assert "key::value" in str(error)
 
 
-@pytest.mark.parametrize("value", ["Not Valid", "a::b", "", "ABC", "x-y"])
+@pytest.mark.parametrize(
+    "value", ["Not Valid", "a::b", "", ":x", "x/y", "\u00e9", pytest.param("x" * 201, id="long")]
+)
 async def test_a_malformed_business_value_is_refused_by_the_facade(
     populated: Hephaestus, snapshot: Any, value: str
 ) -> None:

@@ -65,11 +65,14 @@ def make_console(*, stderr: bool = False) -> Console:
 
 @contextlib.contextmanager
 def progress(console: Console, message: str) -> Iterator[None]:
-    """A spinner with `message` while the block runs, on a terminal only."""
+    """A spinner with `message` while the block runs, on a terminal only.
+
+    The message is shown as is: ids and URLs are not Rich markup or `:emoji:` codes.
+    """
     if not console.is_terminal:
         yield
         return
-    with console.status(message):
+    with console.status(Text(message)):
         yield
 
 
@@ -144,7 +147,7 @@ def instances_table(instances: Sequence[Instance]) -> Table:
     table.add_column("UPDATED (UTC)", no_wrap=True)
     for instance in instances:
         table.add_row(
-            instance.id,
+            Text(instance.id),  # as is: a str cell would turn `urn:x:1` into an emoji
             instance.workflow,
             str(instance.workflow_version),
             status_text(instance.status),
