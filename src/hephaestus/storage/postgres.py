@@ -38,13 +38,13 @@ transaction; `wait_for_changes` listens on one connection of its own, so an
 idle runner wakes when the write commits. Runners also poll, in case a
 notification is lost with a broken connection.
 
-**Schema.** Table `workflow_instances`; each row holds the instance as
-`jsonb` (with a GIN index for containment queries) plus the columns queries
-filter on, B-tree indexed, and the runner that owns it. Table
-`hephaestus_runners` holds the runner processes and their leases.
-Migrations are the numbered files in `hephaestus/storage/sql/postgres/`;
-`migrate(url)` (the `hephaestus db migrate` command) applies them under an
-advisory lock and records them in `hephaestus_schema_version`. `open()` never changes the schema: it checks the
+**Schema.** Table `workflow_instances`; each row holds the instance as `jsonb`
+(with a GIN index for containment queries) plus the columns queries filter on,
+B-tree indexed, and the runner that owns it. Table `hephaestus_runners` holds
+the runner processes and their leases. Migrations are the numbered files in
+`hephaestus/storage/sql/postgres/`; `migrate(url)` (the `hephaestus db
+migrate` command) applies them under an advisory lock and records them in
+`hephaestus_schema_version`. `open()` never changes the schema: it checks the
 version and refuses a database that is not migrated, or migrated by another
 version of Hephaestus.
 """
