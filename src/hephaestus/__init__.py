@@ -42,6 +42,7 @@ from hephaestus.errors import (
     UnconvergedFanOutError,
     UndeclaredEventError,
     UnreachableStepError,
+    WaitTimeoutError,
     WorkflowDefinitionError,
 )
 from hephaestus.runners.local import LocalRunner
@@ -100,6 +101,7 @@ __all__ = [
     "UnreachableStepError",
     "Wait",
     "WaitForEvent",
+    "WaitTimeoutError",
     "Workflow",
     "WorkflowDefinitionError",
     "route",

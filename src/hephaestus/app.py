@@ -7,14 +7,19 @@
 While an app is open, workflow classes find it for their facade methods
 (`await OrderFlow.start("abc123", {...})`). Every public call validates its
 input before anything is written.
+
+`Hephaestus(storage=..., runner=None)` is **client mode**: the app validates
+and writes, and never executes a step; the runners sharing the storage pick
+the work up (see `hephaestus.runners.client`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from hephaestus.core.definition import BaseWorkflow, load_workflow, workflow_name
 from hephaestus.core.instance import Instance, Status
@@ -24,11 +29,13 @@ from hephaestus.errors import (
     HephaestusError,
     InvalidBusinessKeyError,
     RuntimeNotFoundError,
+    WaitTimeoutError,
     WorkflowDefinitionError,
 )
 from hephaestus.runners.base import Runner, TimerHandle
+from hephaestus.runners.client import ClientRunner
 from hephaestus.runners.local import LocalRunner
-from hephaestus.storage.base import Query, Storage
+from hephaestus.storage.base import Query, RunnerRecord, Storage
 
 __all__ = ["Hephaestus", "find_app"]
 
@@ -62,17 +69,36 @@ def find_app(explicit: Hephaestus | None = None) -> Hephaestus:
 class Hephaestus:
     """The runtime: a storage, a runner, and the calls to start, resume, inspect and cancel.
 
-    Defaults: `SQLiteStorage("hephaestus.db")` and `LocalRunner()`.
+    Defaults: `SQLiteStorage("hephaestus.db")` and `LocalRunner()`
+    (`runner="local"`). `runner=None` is client mode: nothing runs in this
+    process, the runners that share the storage execute what it writes.
     """
 
-    def __init__(self, storage: Storage | None = None, runner: Runner | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage | None = None,
+        runner: Runner | Literal["local"] | None = "local",
+    ) -> None:
         if storage is None:
             from hephaestus.storage.sqlite import SQLiteStorage
 
             storage = SQLiteStorage("hephaestus.db")
         self.storage: Storage = storage
-        self.runner: Runner = runner if runner is not None else LocalRunner()
+        if runner == "local":
+            runner = LocalRunner()
+        elif runner is None:
+            runner = ClientRunner()
+        elif isinstance(runner, str):
+            raise HephaestusError(
+                f"runner must be a runner object, 'local' or None (client mode), got {runner!r}"
+            )
+        self.runner: Runner = runner
         self.is_open = False
+
+    @property
+    def is_client(self) -> bool:
+        """Whether this app only writes (client mode) and never executes steps."""
+        return isinstance(self.runner, ClientRunner)
 
     async def __aenter__(self) -> Hephaestus:
         await self.open()
@@ -134,15 +160,67 @@ class Hephaestus:
             workflow, context, id=id, version=version, telemetry_metadata=telemetry_metadata
         )
 
-    async def resume(self, id: str, event: str, *, step: str | type[Step] | None = None) -> None:
-        """Deliver `event` to the instance's waiting step; returns once it is durably recorded.
+    async def resume(
+        self,
+        id: str,
+        event: str,
+        *,
+        step: str | type[Step] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Deliver `event` (with JSON `data`) to the instance; returns once it is durably recorded.
 
-        Raises `InstanceNotFoundError`, `InstanceNotWaitingError` (finished or
-        nothing waiting), `InvalidEventError` (no waiting step declares the event),
-        `AmbiguousEventError` (several do: pass `step=`).
+        The waiting step that declares `event` completes with it, and `data`
+        becomes that step's output (`context.steps[<step key>]`, and the
+        history). An event that arrives before its step parks is held in the
+        instance's inbox and consumed when it does, once.
+
+        Raises `InstanceNotFoundError`, `InstanceNotWaitingError` (finished),
+        `InvalidEventError` (no step that waits or can still come to wait
+        declares the event), `AmbiguousEventError` (several waiting steps do:
+        pass `step=`), `ContextSerializationError` (`data` is not a JSON dict).
         """
         validate_id(id)
-        await self.runner.resume(id, event, step=step)  # type: ignore[arg-type]
+        await self.runner.resume(id, event, step=step, data=data)  # type: ignore[arg-type]
+
+    async def wait(
+        self,
+        id: str,
+        *,
+        timeout: float | None = None,
+        status: Status | str | Iterable[Status | str] | None = None,
+    ) -> Instance:
+        """The instance once it is final (or in one of `status`), however long it takes.
+
+        Works across processes: it reads the stored instance, at first often,
+        then every 50 ms. Raises `WaitTimeoutError` after `timeout` seconds,
+        naming the status the instance is still in.
+        """
+        validate_id(id)
+        wanted = None if status is None else frozenset(_status(s) for s in _iterable(status))
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pause = 0.001
+        while True:
+            instance = await self.storage.get(id)
+            if instance.status.is_final if wanted is None else instance.status in wanted:
+                return instance
+            if wanted is not None and instance.status.is_final:
+                raise WaitTimeoutError(
+                    f"instance {id} is {instance.status.value} and will never be "
+                    f"{' or '.join(sorted(s.value for s in wanted))}"
+                )
+            if deadline is not None and loop.time() + pause > deadline:
+                raise WaitTimeoutError(
+                    f"instance {id} is still {instance.status.value} after {timeout}s; wait "
+                    "longer, or check that a runner is running (`hephaestus runners list`)"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    async def runners(self) -> list[RunnerRecord]:
+        """The runner processes registered in the storage, with their leases."""
+        return await self.storage.runners()
 
     async def get(self, id: str) -> Instance:
         """The stored instance; raises `InstanceNotFoundError`."""

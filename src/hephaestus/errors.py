@@ -33,6 +33,7 @@ anything is written, so nothing is ever half-stored.
     ├── StorageError                       the storage failed or is not set up
     ├── RuntimeNotFoundError               a facade call found no (or several) running apps
     ├── TimerNotFoundError                 a timer handle names no pending timer
+    ├── WaitTimeoutError                   `wait` gave up before the instance was final
     └── InvalidDelayError                  a timer delay is not a finite number of seconds
 """
 
@@ -68,6 +69,7 @@ __all__ = [
     "UnconvergedFanOutError",
     "UndeclaredEventError",
     "UnreachableStepError",
+    "WaitTimeoutError",
     "WorkflowDefinitionError",
 ]
 
@@ -195,6 +197,10 @@ class RuntimeNotFoundError(HephaestusError):
 
 class TimerNotFoundError(HephaestusError):
     """The timer handle names no pending timer (it fired, was cancelled, or never existed)."""
+
+
+class WaitTimeoutError(HephaestusError, TimeoutError):
+    """`wait` gave up: the instance did not reach the awaited status in time."""
 
 
 class InvalidDelayError(HephaestusError, ValueError):

@@ -1,6 +1,6 @@
 """The public `Workflow` base class: a validated definition plus a facade.
 
-The facade class methods (`start`, `resume`, `get`, `list`, `cancel`) build
+The facade class methods (`start`, `resume`, `get`, `list`, `cancel`, `wait`) build
 `key::value` ids from the workflow's `Unique` and call the running
 `Hephaestus` app, so application code can say `await OrderFlow.start("abc123", {...})`.
 
@@ -74,13 +74,32 @@ class Workflow(BaseWorkflow):
         event: str,
         *,
         step: str | None = None,
+        data: Mapping[str, Any] | None = None,
         hephaestus: Hephaestus | None = None,
     ) -> None:
-        """Deliver `event` to the instance for `value` (pass `step=` if several wait for it)."""
+        """Deliver `event` (with JSON `data`) to the instance for `value`.
+
+        Pass `step=` if several waiting steps declare the event.
+        """
         from hephaestus.app import find_app
 
         app = find_app(hephaestus)
-        await app.resume(app.business_id(cls, value), event, step=step)
+        await app.resume(app.business_id(cls, value), event, step=step, data=data)
+
+    @classmethod
+    async def wait(
+        cls,
+        value: str,
+        *,
+        timeout: float | None = None,
+        status: Any = None,
+        hephaestus: Hephaestus | None = None,
+    ) -> Instance:
+        """The instance for `value` once it is final (or in `status`); see `Hephaestus.wait`."""
+        from hephaestus.app import find_app
+
+        app = find_app(hephaestus)
+        return await app.wait(app.business_id(cls, value), timeout=timeout, status=status)
 
     @classmethod
     async def get(cls, value: str, *, hephaestus: Hephaestus | None = None) -> Instance:

@@ -14,7 +14,12 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_fixtures.flows import ApprovalFlow, FailingFlow
@@ -49,6 +54,40 @@ def hephaestus(
         text=True,
         timeout=60,
     )
+
+
+@contextmanager
+def runner_process(storage_url: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real runner process (`hephaestus worker`) on the storage, stopped with SIGTERM after.
+
+    Its output goes to a file (an unread pipe could block it); the test reads it on failure.
+    """
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COLUMNS")}
+    environ.update(HEPHAESTUS_STORAGE=storage_url, PYTHONPATH=str(SOURCE))
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hephaestus.cli", "worker", "--app", "cli_fixtures.runner:app"],
+            cwd=PROJECT,
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while b"ready" not in _read(log):
+                assert process.poll() is None, _read(log).decode()
+                assert time.monotonic() < deadline, _read(log).decode()
+                time.sleep(0.05)
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        assert b"Traceback" not in _read(log), _read(log).decode()
+
+
+def _read(log: Any) -> bytes:
+    log.seek(0)
+    return bytes(log.read())
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -251,7 +290,9 @@ def test_show_marks_the_failing_step_of_a_failed_instance(approvals: Path) -> No
     assert "▶ Explode  (start)  [failed]" in shown.stdout
 
 
-def test_resume_delivers_the_event_and_runs_the_instance_to_the_end(approvals: Path) -> None:
+def test_resume_records_the_event_and_a_runner_runs_the_instance_to_the_end(
+    approvals: Path,
+) -> None:
     url = f"sqlite:///{approvals}"
 
     # Away from the project the workflow cannot be imported: one line that names it, no change.
@@ -261,33 +302,79 @@ def test_resume_delivers_the_event_and_runs_the_instance_to_the_end(approvals: P
     assert_one_line_error(elsewhere, "cli_fixtures.flows.ApprovalFlow", "--import")
     wrong = hephaestus("instances", "resume", "doc::one", "rejected", "--storage", url, cwd=PROJECT)
     assert_one_line_error(wrong, "InvalidEventError", "'rejected'", "approved")
-    assert read_all(approvals)["doc::one"].waiting_steps == {"await_approval"}
-
-    resumed = hephaestus(
+    bad_data = hephaestus(
         "instances",
         "resume",
         "doc::one",
         "approved",
+        "--data",
+        "[1]",
+        "--storage",
+        url,
+        cwd=PROJECT,
+    )
+    assert_one_line_error(bad_data, "--data must be a JSON object")
+    assert read_all(approvals)["doc::one"].waiting_steps == {"await_approval"}
+    assert read_all(approvals)["doc::one"].inbox == ()
+
+    # With no runner, the event is recorded in the inbox and nothing runs.
+    recorded = hephaestus(
+        "instances",
+        "resume",
+        "doc::one",
+        "approved",
+        "--data",
+        '{"by": "ada"}',
         "--storage",
         url,
         "--import",
         "cli_fixtures.flows",
         cwd=PROJECT,
     )
-    assert resumed.returncode == 0, resumed.stderr
-    assert "✓ publish -> published" in resumed.stdout
-    assert resumed.stdout.strip().endswith("doc::one is now completed")
+    assert recorded.returncode == 0, recorded.stderr
+    assert recorded.stdout.startswith("Recorded approved for doc::one")
+    assert "no runner is running on this storage" in recorded.stdout
+    pending = read_all(approvals)["doc::one"]
+    assert pending.status is Status.WAITING
+    assert [(i.kind, i.event, i.data) for i in pending.inbox] == [
+        ("event", "approved", {"by": "ada"})
+    ]
 
-    done = read_all(approvals)["doc::one"]
-    assert done.status is Status.COMPLETED
-    assert [(e.step, e.event) for e in done.execution_history] == [
+    # A runner process picks it up; `--wait` follows the instance until it is done.
+    with runner_process(url):
+        followed = hephaestus(
+            "instances",
+            "resume",
+            "doc::two",
+            "approved",
+            "--wait",
+            "20",
+            "--storage",
+            url,
+            "--import",
+            "cli_fixtures.flows",
+            cwd=PROJECT,
+        )
+        assert followed.returncode == 0, followed.stderr
+        assert followed.stdout.strip().endswith("doc::two is now completed")
+        one = asyncio.run(_wait_final(approvals, "doc::one"))
+
+    assert one.status is Status.COMPLETED
+    assert [(e.step, e.event) for e in one.execution_history] == [
         ("submit", "submitted"),
         ("await_approval", "approved"),
         ("publish", "published"),
         ("done", "done"),
     ]
-    assert done.context.steps["publish"] == {"published_title": "Q3 report"}
-    assert done.timers == ()  # the hour-long timeout went with the wait
+    assert one.context.steps["await_approval"] == {"by": "ada"}  # the event's data
+    assert one.context.steps["publish"] == {"published_title": "Q3 report"}
+    assert one.timers == ()  # the hour-long timeout went with the wait
+    assert one.inbox == ()
+
+
+async def _wait_final(db: Path, instance_id: str) -> Instance:
+    async with Hephaestus(storage=SQLiteStorage(db), runner=None) as client:
+        return await client.wait(instance_id, timeout=20)
 
 
 def test_cancel_stops_a_waiting_instance_for_good(approvals: Path) -> None:
@@ -367,9 +454,18 @@ def test_instances_and_db_migrate_work_on_postgresql(postgres_url: str) -> None:
     )
     assert [i["id"] for i in json.loads(listed.stdout)] == ["doc::one", "doc::two"]
 
-    resumed = hephaestus(
-        "instances", "resume", "doc::one", "approved", "--storage", postgres_url, cwd=PROJECT
-    )
+    with runner_process(postgres_url):
+        resumed = hephaestus(
+            "instances",
+            "resume",
+            "doc::one",
+            "approved",
+            "--wait",
+            "20",
+            "--storage",
+            postgres_url,
+            cwd=PROJECT,
+        )
     assert resumed.stdout.strip().endswith("doc::one is now completed"), resumed.stderr
 
     async def status_of(instance_id: str) -> Status:

@@ -61,6 +61,7 @@ PUBLIC_NAMES = [
     "UnreachableStepError",
     "Wait",
     "WaitForEvent",
+    "WaitTimeoutError",
     "Workflow",
     "WorkflowDefinitionError",
     "route",

@@ -19,6 +19,7 @@ from hephaestus.cli._db import db
 from hephaestus.cli._instances import instances
 from hephaestus.cli._loading import CliError, Target, describe_error, load_targets
 from hephaestus.cli._output import make_console, progress
+from hephaestus.cli._runners import runners
 from hephaestus.cli._worker import worker
 from hephaestus.core.definition import WorkflowDefinition, resolve_version, workflow_name
 from hephaestus.core.render import FORMATS, render
@@ -55,6 +56,7 @@ def cli(show_traceback: bool) -> None:
 cli.add_command(instances)
 cli.add_command(db)
 cli.add_command(worker)
+cli.add_command(runners)
 
 
 # --- validate --------------------------------------------------------------------------------

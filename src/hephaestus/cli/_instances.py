@@ -1,28 +1,23 @@
-"""`hephaestus instances list|show|resume|cancel`: inspect and steer stored instances.
+"""`hephaestus instances list|show|start|resume|cancel`: inspect and steer stored instances.
 
-`list` and `show` only read the storage. `resume` and `cancel` change an
-instance the same way the application does, through a `Hephaestus` app with a
-`LocalRunner` opened on the storage: the event is durably recorded and the
-instance advanced by the engine, never patched by hand. The command is a
-short-lived runner: like any runner it recovers the storage's `running`
-instances when it opens, runs the resumed instance until it parks or finishes
-(or `--wait` seconds pass), then closes; work it leaves unfinished continues
-when a runner next opens the storage.
+`list` and `show` only read the storage. `start`, `resume` and `cancel` are
+clients: they write through a `Hephaestus` app in client mode (`runner=None`),
+which validates against the stored instance with the engine and writes, and
+never runs a step. The runners on the storage (`hephaestus worker`, or an
+application's LocalRunner) pick the work up; `--wait` follows the instance
+until they have it parked or finished.
 
-Bad input is checked before the app is opened (unknown instance, malformed
-id, an event no waiting step declares, a workflow that cannot be imported),
-so a rejected command has no side effects at all.
+Bad input is refused before anything is written (unknown instance, malformed
+id, an event no step can take, data that is not a JSON object), so a rejected
+command has no side effects at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -30,17 +25,15 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from hephaestus import telemetry
 from hephaestus.app import Hephaestus, make_query
 from hephaestus.cli._loading import (
     CliError,
     describe_error,
     import_modules,
     instance_definition,
-    one_line,
+    load_targets,
 )
 from hephaestus.cli._output import (
-    duration,
     instance_view,
     instances_table,
     make_console,
@@ -52,9 +45,8 @@ from hephaestus.core import engine
 from hephaestus.core.definition import WorkflowDefinition
 from hephaestus.core.instance import Instance, Status
 from hephaestus.core.keys import validate_id
-from hephaestus.errors import InstanceNotFoundError, InstanceNotWaitingError
-from hephaestus.runners.local import LocalRunner
-from hephaestus.storage.base import Query, Storage
+from hephaestus.errors import InstanceNotFoundError
+from hephaestus.storage.base import Storage
 
 __all__ = ["instances"]
 
@@ -62,6 +54,18 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
 _PAGE = 500
 _POLL = 0.05
+
+
+def _wait_option(function: _F) -> _F:
+    return click.option(
+        "--wait",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Then wait up to this long for a runner to run the instance until it parks or "
+        "finishes, and show where it is.",
+    )(function)
 
 
 def _common_options(function: _F) -> _F:
@@ -86,18 +90,17 @@ def _common_options(function: _F) -> _F:
     )(function)
 
 
-@click.group(short_help="List, show, resume and cancel stored instances.")
+@click.group(short_help="List, show, start, resume and cancel stored instances.")
 def instances() -> None:
-    """List, show, resume and cancel the workflow instances in a storage.
+    """List, show, start, resume and cancel the workflow instances in a storage.
 
     Every subcommand takes --storage URL (default: the SQLite file
     hephaestus.db in the current directory, or $HEPHAESTUS_STORAGE) and
     --import MODULE, for modules to import before the workflows of stored
     instances are looked up. The current directory is on the import path.
 
-    resume and cancel act as a short-lived runner on the storage: like any
-    runner, they recover its running instances while they run, and the
-    instance they change runs until it parks or finishes (or --wait passes).
+    start, resume and cancel only write (client mode): the runners on the
+    storage execute the steps. They never run a step in this process.
     """
 
 
@@ -215,78 +218,139 @@ def show_instance(
     make_console().print(view)
 
 
-# --- resume and cancel ------------------------------------------------------------------------
+# --- start, resume and cancel (client mode) --------------------------------------------------
 
 
-@instances.command("resume", short_help="Deliver an event to a waiting instance.")
+@instances.command("start", short_help="Start an instance of a workflow (a runner runs it).")
+@click.argument("workflow_ref", metavar="MODULE:WORKFLOW")
+@click.argument("value")
+@click.option(
+    "--context",
+    "context_json",
+    default="{}",
+    show_default=True,
+    metavar="JSON",
+    help="The instance's initial context, a JSON object.",
+)
+@click.option("--version", type=int, default=None, help="Start this version of an umbrella.")
+@_wait_option
+@_common_options
+def start_instance(
+    workflow_ref: str,
+    value: str,
+    context_json: str,
+    version: int | None,
+    wait: float,
+    storage_url: str,
+    imports: tuple[str, ...],
+) -> None:
+    """Start WORKFLOW for business value VALUE; prints the new instance's id.
+
+    The instance is written to the storage and started by a runner on it
+    (`hephaestus worker`, or an application's LocalRunner); this command
+    never runs a step itself.
+    """
+    import_modules(imports)
+    if ":" not in workflow_ref:
+        raise CliError(
+            f"{workflow_ref!r} names no workflow class: write MODULE:Class, "
+            "e.g. myapp.flows:OrderFlow"
+        )
+    (target,) = load_targets(workflow_ref)
+    context = _json_object(context_json, "--context")
+    console = make_console()
+
+    async def start(app: Hephaestus) -> Instance:
+        instance_id = await app.start_business(target.workflow, value, context, version=version)
+        return await app.get(instance_id)
+
+    instance = _client(storage_url, start)
+    line = Text("Started ")
+    line.append(instance.id, style="cyan")
+    console.print(line, soft_wrap=True)
+    _settle_and_report(console, storage_url, instance.id, wait)
+
+
+@instances.command("resume", short_help="Deliver an event (with data) to an instance.")
 @click.argument("instance_id", metavar="ID")
 @click.argument("event")
 @click.option("--step", metavar="KEY", help="The waiting step to resume, if several await EVENT.")
 @click.option(
-    "--wait",
-    type=click.FloatRange(min=0),
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Run the instance for up to this long, until it parks or finishes.",
+    "--data",
+    "data_json",
+    default=None,
+    metavar="JSON",
+    help="JSON object sent with the event; it becomes the resumed step's output.",
 )
+@_wait_option
 @_common_options
 def resume_instance(
     instance_id: str,
     event: str,
     step: str | None,
+    data_json: str | None,
     wait: float,
     storage_url: str,
     imports: tuple[str, ...],
 ) -> None:
-    """Deliver EVENT to the instance's waiting step, then run it until it parks or finishes.
+    """Deliver EVENT to the instance; the runner that owns it applies it.
 
-    The event is durably recorded before anything else happens. This command
-    acts as a short-lived runner on the storage (see hephaestus instances
-    --help); steps it leaves unfinished after --wait continue when a runner
-    next opens the storage.
+    The event is validated against the stored instance and durably recorded
+    in its inbox before the command returns; it never runs a step. An event
+    whose step has not parked yet is held until it does.
     """
     validate_id(instance_id)
     import_modules(imports)
+    data = None if data_json is None else _json_object(data_json, "--data")
     checked = storage_from_url(storage_url, must_exist=True)
-    instance, others = _run(checked, lambda: _precheck(checked, instance_id, storage_url))
-    if instance.status.is_final or not instance.waiting_steps:
-        # Said before the workflow is loaded: a finished instance needs no import to refuse.
-        state = instance.status.value if instance.status.is_final else "not waiting"
-        raise InstanceNotWaitingError(
-            f"instance {instance_id} is {state}; only an instance with a waiting step accepts "
-            f"events, so {event!r} was not delivered"
-        )
-    definition = instance_definition(instance)
-    target = engine.resume_target(definition, instance, event, step)
-
+    instance = _run(checked, lambda: _get(checked, instance_id, storage_url))
+    engine.check_active(instance, event)  # a finished instance needs no import to refuse
+    instance_definition(instance)  # one line naming --import when its workflow is unknown
     console = make_console()
-    _note_recovery(others)
-    with _runner_logs():
-        final = asyncio.run(_resume(storage_url, instance_id, event, target, wait, console))
-    _report_final(console, final, wait)
+
+    async def resume(app: Hephaestus) -> None:
+        await app.resume(instance_id, event, step=step, data=data)
+
+    _client(storage_url, resume)
+    line = Text(f"Recorded {event} for ")
+    line.append(instance_id, style="cyan")
+    console.print(line, soft_wrap=True)
+    _settle_and_report(console, storage_url, instance_id, wait)
 
 
 @instances.command("cancel", short_help="Cancel a running or waiting instance.")
 @click.argument("instance_id", metavar="ID")
+@_wait_option
 @_common_options
-def cancel_instance(instance_id: str, storage_url: str, imports: tuple[str, ...]) -> None:
-    """Cancel a running or waiting instance: its timers are dropped and its steps stopped."""
+def cancel_instance(
+    instance_id: str, wait: float, storage_url: str, imports: tuple[str, ...]
+) -> None:
+    """Cancel a running or waiting instance: its timers are dropped and its steps stopped.
+
+    An instance that only waits is cancelled at once. One that runs steps is
+    sent a cancel request, which the runner that owns it applies by stopping
+    those steps; this command never runs or stops a step itself.
+    """
     validate_id(instance_id)
     import_modules(imports)
-    checked = storage_from_url(storage_url, must_exist=True)
-    instance, others = _run(checked, lambda: _precheck(checked, instance_id, storage_url))
-    engine.cancel(instance, now=datetime.now(UTC))  # raises for a finished instance
-    instance_definition(instance)  # the runner needs it to apply the cancel
 
-    _note_recovery(others)
-    with _runner_logs():
-        asyncio.run(_cancel(storage_url, instance_id))
-    was = ", ".join(sorted(instance.active_steps | instance.waiting_steps)) or "no step"
-    message = Text("Cancelled ", style="bold")
+    async def cancel(app: Hephaestus) -> tuple[Instance, Instance]:
+        before = await app.get(instance_id)
+        await app.cancel(instance_id)
+        return before, await app.get(instance_id)
+
+    before, after = _client(storage_url, cancel)
+    was = ", ".join(sorted(before.active_steps | before.waiting_steps)) or "no step"
+    console = make_console()
+    if after.status is Status.CANCELLED:
+        message = Text("Cancelled ", style="bold")
+    else:
+        message = Text("Cancel requested for ", style="bold")
     message.append(instance_id, style="cyan")
-    message.append(f" (it was {instance.status.value} at {was})")
-    make_console().print(message, soft_wrap=True)
+    message.append(f" (it was {before.status.value} at {was})")
+    console.print(message, soft_wrap=True)
+    if after.status is not Status.CANCELLED:
+        _settle_and_report(console, storage_url, instance_id, wait)
 
 
 async def _get(storage: Storage, instance_id: str, storage_url: str) -> Instance:
@@ -299,52 +363,64 @@ async def _get(storage: Storage, instance_id: str, storage_url: str) -> Instance
         ) from None
 
 
-async def _precheck(storage: Storage, instance_id: str, storage_url: str) -> tuple[Instance, int]:
-    """The instance, and how many *other* instances are running (the runner will recover them)."""
-    instance = await _get(storage, instance_id, storage_url)
-    running = await storage.query(Query(status=Status.RUNNING, limit=1001))
-    return instance, len([i for i in running if i.id != instance_id])
+def _client(storage_url: str, work: Callable[[Hephaestus], Awaitable[_T]]) -> _T:
+    """Run `work` with a client-mode app on the storage: it writes, it never runs a step."""
+
+    async def go() -> _T:
+        async with Hephaestus(
+            storage=storage_from_url(storage_url, must_exist=True), runner=None
+        ) as app:
+            return await work(app)
+
+    try:
+        return asyncio.run(go())
+    except InstanceNotFoundError as exc:
+        raise CliError(
+            f"{exc}; see `hephaestus instances list --storage {redact(storage_url)}`"
+        ) from None
 
 
-def _note_recovery(others: int) -> None:
-    if others:
-        more = "more than 1000" if others > 1000 else str(others)
-        make_console(stderr=True).print(
+def _settle_and_report(console: Console, storage_url: str, instance_id: str, wait: float) -> None:
+    """With --wait: follow the instance until a runner has it parked or finished."""
+
+    async def follow(app: Hephaestus) -> tuple[Instance, bool]:
+        live = [r for r in await app.runners() if r.is_live(time.time())]
+        if wait <= 0:
+            return await app.get(instance_id), bool(live)
+        with progress(console, f"Waiting for a runner to run {instance_id}"):
+            return await _until_settled(app, instance_id, wait), bool(live)
+
+    instance, runner_live = _client(storage_url, follow)
+    if not runner_live:
+        console.print(
             Text(
-                f"note: as a runner on this storage, this command also recovers its {more} "
-                "other running instance(s) while it runs",
-                style="dim",
+                "note: no runner is running on this storage; it applies this when one starts "
+                "(`hephaestus worker`, or an application with a LocalRunner)",
+                style="yellow",
             ),
             soft_wrap=True,
         )
+    if wait > 0:
+        _report_final(console, instance, wait)
 
 
-async def _resume(
-    storage_url: str, instance_id: str, event: str, step: str, wait: float, console: Console
-) -> Instance:
-    app = Hephaestus(storage=storage_from_url(storage_url), runner=LocalRunner())
-    with _step_printer(console, instance_id):
-        async with app:
-            header = Text(f"Delivering {event} to step {step} of ")
-            header.append(instance_id, style="cyan")
-            console.print(header, soft_wrap=True)
-            await app.resume(instance_id, event, step=step)
-            with progress(console, f"Running {instance_id}"):
-                return await _until_settled(app, instance_id, wait)
-
-
-async def _cancel(storage_url: str, instance_id: str) -> None:
-    app = Hephaestus(storage=storage_from_url(storage_url), runner=LocalRunner())
-    async with app:
-        await app.cancel(instance_id)
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{option} is not valid JSON ({exc}); pass an object like '{{}}'") from None
+    if not isinstance(value, dict):
+        raise CliError(f"{option} must be a JSON object like '{{\"key\": 1}}', got {text}")
+    return value
 
 
 async def _until_settled(app: Hephaestus, instance_id: str, wait: float) -> Instance:
-    """The instance once it is no longer running, or as it is after `wait` seconds."""
+    """The instance once it runs nothing and its inbox is applied, or as it is after `wait` s."""
     deadline = time.monotonic() + wait
     while True:
         instance = await app.get(instance_id)
-        if instance.status is not Status.RUNNING or time.monotonic() >= deadline:
+        settled = instance.status is not Status.RUNNING and not instance.has_new_commands
+        if settled or time.monotonic() >= deadline:
             return instance
         await asyncio.sleep(_POLL)
 
@@ -366,84 +442,7 @@ def _report_final(console: Console, instance: Instance, wait: float) -> None:
     console.print(line, soft_wrap=True)
 
 
-@contextmanager
-def _step_printer(console: Console, instance_id: str) -> Iterator[None]:
-    """Print the steps of `instance_id` as the runner reports them."""
-
-    def handle(
-        event: str, measurements: Mapping[str, Any], metadata: Mapping[str, Any], config: Any
-    ) -> None:
-        if metadata.get("instance_id") != instance_id:
-            return
-        step = metadata.get("step")
-        line: Text | None = None
-        if event == telemetry.STEP_START:
-            line = Text(f"  ▶ {step} (attempt {metadata.get('attempt')})")
-        elif event == telemetry.STEP_STOP:
-            took = duration(float(measurements.get("duration", 0.0)))
-            line = Text(f"  ✓ {step} -> {metadata.get('event')}  ({took})", style="green")
-        elif event == telemetry.STEP_ASYNC:
-            line = Text(f"  ⏸ {step} is waiting", style="yellow")
-        elif event == telemetry.STEP_RESUME:
-            line = Text(f"  ⏵ {step} resumed by {metadata.get('resume_event')}")
-        elif event == telemetry.STEP_EXCEPTION:
-            retry = " (will retry)" if metadata.get("will_retry") else ""
-            line = Text(f"  ✗ {step} failed: {metadata.get('reason')}{retry}", style="red")
-        if line is not None:
-            console.print(line, soft_wrap=True)
-
-    handler_id = f"hephaestus-cli-{secrets.token_hex(4)}"
-    telemetry.attach(
-        handler_id,
-        [
-            telemetry.STEP_START,
-            telemetry.STEP_STOP,
-            telemetry.STEP_ASYNC,
-            telemetry.STEP_RESUME,
-            telemetry.STEP_EXCEPTION,
-        ],
-        handle,
-    )
-    try:
-        yield
-    finally:
-        telemetry.detach(handler_id)
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-class _OnceHandler(logging.Handler):
-    """Shows each distinct log message of the runner once, as one line on stderr."""
-
-    def __init__(self, console: Console) -> None:
-        super().__init__(logging.WARNING)
-        self.console = console
-        self.seen: set[str] = set()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = one_line(record.getMessage())
-        except Exception:
-            self.handleError(record)
-            return
-        if message in self.seen:
-            return
-        self.seen.add(message)
-        line = Text(f"{record.levelname.lower()}: {message}", style="yellow")
-        self.console.print(line, soft_wrap=True)
-
-
-@contextmanager
-def _runner_logs() -> Iterator[None]:
-    """While a short-lived runner works, show its warnings once each, without tracebacks."""
-    logger = logging.getLogger("hephaestus")
-    handler = _OnceHandler(make_console(stderr=True))
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
 
 
 def _run(storage: Storage, read: Callable[[], Awaitable[_T]]) -> _T:

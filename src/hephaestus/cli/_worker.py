@@ -1,15 +1,19 @@
-"""`hephaestus worker --app MODULE:app`: work the distributed runner's job queue.
+"""`hephaestus worker --app MODULE:app`: a runner process for the app's storage.
 
-The app object is a `Hephaestus` whose runner is a `ProcrastinateRunner`;
-importing its module also imports the workflows it runs. Start as many
-workers, on as many machines, as the load needs; SIGINT or SIGTERM stops one
-after its running jobs finish.
+The app object is a `Hephaestus`; importing its module also imports the
+workflows it runs. With a `ProcrastinateRunner`, the worker works the job
+queue. With a `LocalRunner`, the worker is one more runner on the storage: it
+registers, claims instances that need a runner, and shares the work with
+every other runner there (web processes in client mode only write). Start as
+many as the load needs; SIGINT or SIGTERM stops one (a LocalRunner hands its
+instances over as it stops).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import signal
 
 import click
 
@@ -29,13 +33,21 @@ def load_app(spec: str) -> Hephaestus:
     app = getattr(module, attribute, None)
     if not isinstance(app, Hephaestus):
         raise CliError(f"{spec} is {app!r}, not a Hephaestus app")
-    from hephaestus.runners.procrastinate import ProcrastinateRunner
+    from hephaestus.runners.local import LocalRunner
 
-    if not isinstance(app.runner, ProcrastinateRunner):
+    if app.is_client:
         raise CliError(
-            f"{spec} runs on {type(app.runner).__name__}; `hephaestus worker` serves apps whose "
-            "runner is a ProcrastinateRunner (a LocalRunner runs inside your own process)"
+            f"{spec} is in client mode (runner=None): it never runs steps; give the worker an "
+            "app with a LocalRunner or a ProcrastinateRunner"
         )
+    if not isinstance(app.runner, LocalRunner):
+        from hephaestus.runners.procrastinate import ProcrastinateRunner
+
+        if not isinstance(app.runner, ProcrastinateRunner):
+            raise CliError(
+                f"{spec} runs on {type(app.runner).__name__}; `hephaestus worker` serves apps "
+                "whose runner is a LocalRunner or a ProcrastinateRunner"
+            )
     return app
 
 
@@ -48,16 +60,35 @@ def load_app(spec: str) -> Hephaestus:
     help="Jobs this worker runs at once (default: the runner's `concurrency`).",
 )
 def worker(app_spec: str, concurrency: int | None) -> None:
-    """Run jobs of the app's ProcrastinateRunner until SIGINT/SIGTERM."""
+    """Run the app's runner until SIGINT/SIGTERM."""
     app = load_app(app_spec)
 
     async def serve() -> None:
-        from hephaestus.runners.procrastinate import ProcrastinateRunner
+        from hephaestus.runners.local import LocalRunner
 
         async with app:
             runner = app.runner
+            if isinstance(runner, LocalRunner):
+                click.echo(f"runner {runner.id} ready", err=True)
+                await _until_stopped()
+                return
+            from hephaestus.runners.procrastinate import ProcrastinateRunner
+
             assert isinstance(runner, ProcrastinateRunner)
             click.echo(f"worker ready on queue {runner.queue!r}", err=True)
             await runner.run_worker(concurrency=concurrency)
 
     asyncio.run(serve())
+
+
+async def _until_stopped() -> None:
+    """Return on SIGINT or SIGTERM, so that the app closes and hands its instances over."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -47,6 +47,7 @@ __all__ = [
     "add_timer",
     "cancel",
     "cancel_timer",
+    "check_active",
     "check_delay",
     "check_event_data",
     "complete_step",
@@ -297,11 +298,7 @@ def accept_event(
     steps declare it and no `step=` says which. The instance is untouched then.
     The owner itself records an event no step waits for yet as `held`.
     """
-    if instance.status.is_final:
-        raise InstanceNotWaitingError(
-            f"instance {instance.id} is {instance.status.value}; only an active instance "
-            f"accepts events, so {event!r} was not delivered"
-        )
+    check_active(instance, event)
     waiting = [
         w
         for w in sorted(instance.waiting_steps)
@@ -341,6 +338,15 @@ def accept_event(
     return instance.evolve(
         inbox=(*instance.inbox, item), revision=instance.revision + 1, updated_at=now
     )
+
+
+def check_active(instance: Instance, event: str) -> None:
+    """Raise `InstanceNotWaitingError` if the instance is finished: it takes no more events."""
+    if instance.status.is_final:
+        raise InstanceNotWaitingError(
+            f"instance {instance.id} is {instance.status.value}; only an active instance "
+            f"accepts events, so {event!r} was not delivered"
+        )
 
 
 def request_cancel(instance: Instance, *, now: datetime) -> Instance:

@@ -50,8 +50,15 @@ class Runner(Protocol):
     ) -> str:
         """Create and persist a new instance, then start running it; returns its id."""
 
-    async def resume(self, id: str, event: str, *, step: str | None = None) -> None:
-        """Validate `event` and durably record it before returning."""
+    async def resume(
+        self,
+        id: str,
+        event: str,
+        *,
+        step: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Validate `event` and durably record it (with its JSON `data`) before returning."""
 
     async def schedule_resume(
         self, id: str, step: str, delay: float, *, event: str | None = None

@@ -68,6 +68,7 @@ class StorageWriter:
         """Validate `event` against the stored instance and put it in the inbox."""
 
         def decide(instance: Instance) -> Instance:
+            engine.check_active(instance, event)  # before its workflow is looked up
             definition = self.definitions.get(instance)
             return engine.accept_event(
                 definition, instance, event, now=self.now(), step=step, data=data

@@ -53,7 +53,10 @@ from hephaestus.core.keys import validate_id
 from hephaestus.core.outcomes import Async, Error, Ok
 from hephaestus.core.step import Step
 from hephaestus.errors import (
+    AmbiguousEventError,
     ContextSerializationError,
+    InstanceNotWaitingError,
+    InvalidEventError,
     StorageError,
 )
 from hephaestus.runners._shell import (
@@ -354,19 +357,40 @@ class ProcrastinateRunner:
         lifecycle.workflow_start(advance.instance)
         return id
 
-    async def resume(self, id: str, event: str, *, step: str | type[Step] | None = None) -> None:
+    async def resume(
+        self,
+        id: str,
+        event: str,
+        *,
+        step: str | type[Step] | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
         validate_id(id)
         check_event(id, event)
+        checked = engine.check_event_data(id, event, data)
         key = step_key(step)
         resumed: list[str] = []
 
         def decide(instance: Instance) -> Advance:
             definition = self._definitions.get(instance)
-            resumed[:] = [engine.resume_target(definition, instance, event, key)]
-            return engine.resume(definition, instance, event, now=self._now(), step=key)
+            now = self._now()
+            try:
+                resumed[:] = [engine.resume_target(definition, instance, event, key)]
+            except AmbiguousEventError:
+                raise
+            except (InstanceNotWaitingError, InvalidEventError):
+                # No step waits for it yet: held in the inbox until one parks (the
+                # advance job's engine call consumes it), if one still can.
+                resumed[:] = []
+                accepted = engine.accept_event(
+                    definition, instance, event, now=now, step=key, data=checked, held=True
+                )
+                return Advance(accepted)
+            return engine.resume(definition, instance, event, now=now, step=key, data=checked)
 
         before, after = await self._apply(id, decide)
-        report_advance(before, after, step=resumed[0], resumed_with=event)
+        if resumed:
+            report_advance(before, after, step=resumed[0], resumed_with=event)
 
     async def schedule_resume(
         self, id: str, step: str | type[Step], delay: float, *, event: str | None = None
