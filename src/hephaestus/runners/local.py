@@ -91,6 +91,8 @@ _CONFLICT_RETRIES = 5
 _MAX_RESTARTS = 3
 #: How many instances one claim takes.
 _CLAIM_BATCH = 100
+#: Every how many heartbeats a runner releases instances of owners that are not registered.
+_ORPHAN_SWEEP_BEATS = 30
 #: The least time between two looks for work written by other processes, in seconds.
 _WORK_LOOK_GAP = 0.002
 
@@ -212,6 +214,8 @@ class _Actor:
     #: The step running inline, while it runs.
     running_inline: str | None = None
     interrupted: bool = False
+    #: A look at the stored inbox for a cancel request, while a step runs inline.
+    peek: asyncio.Task[None] | None = None
 
     def tell(self, message: _Message) -> None:
         self.mailbox.append(message)
@@ -219,10 +223,25 @@ class _Actor:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         elif self.running_inline is not None and isinstance(message, _Cancel):
-            # The actor is busy running a step itself: interrupt it so the cancel applies now.
+            self._interrupt()
+        elif self.running_inline is not None and isinstance(message, _Drain):
+            # A client wrote to the inbox; if it asks for a cancel, the step stops now too.
+            self.peek = asyncio.create_task(self._interrupt_if_cancel_requested())
+
+    def _interrupt(self) -> None:
+        """Stop the step the actor runs itself, so that a cancel applies now."""
+        if not self.interrupted:
             self.interrupted = True
             assert self.task is not None
             self.task.cancel()
+
+    async def _interrupt_if_cancel_requested(self) -> None:
+        try:
+            stored = await self.runner._storage_or_raise().get(self.id)
+        except Exception:
+            return  # the drain itself applies the request after the step
+        if self.running_inline is not None and any(i.kind == "cancel" for i in stored.inbox):
+            self._interrupt()
 
     async def run(self) -> None:
         runner = self.runner
@@ -844,11 +863,10 @@ class LocalRunner:
         await self._storage_or_raise().register_runner(record)
         self._lease_holds_until = now + self._lease
 
-    async def _reap(self) -> None:
+    async def _reap(self, *, orphans: bool = False) -> None:
         """Remove runners whose lease lapsed, or whose process on this host is gone."""
         storage = self._storage_or_raise()
-        now = time.time()
-        reaped = await storage.reap_runners(now)
+        reaped = await storage.reap_runners(time.time(), orphans=orphans)
         for record in await storage.runners():
             if record.id != self.id and record.host == self._host and not _alive(record.pid):
                 await storage.remove_runner(record.id)
@@ -861,30 +879,37 @@ class LocalRunner:
             self._work.set()
 
     async def _heartbeat_loop(self) -> None:
-        """Renew the lease; stop every actor before the lease could lapse unrenewed."""
+        """Renew the lease; stop every actor before the lease could lapse unrenewed.
+
+        A renewal that does not answer within a third of the lease counts as
+        failed, so a hung database cannot keep this runner running steps past
+        its lease: after two failed renewals in a row it stops its actors and
+        rejoins under a new id once the storage answers again.
+        """
         storage = self._storage_or_raise()
         every = self._lease / 3
+        beats = 0
         while True:
             await asyncio.sleep(every)
+            beats += 1
             sent = time.time()
             try:
-                renewed = await storage.renew_runner(self.id, sent, sent + self._lease)
-                if not renewed:
-                    # Reaped while it could not renew: others may run its instances now.
-                    await self._fence("it was declared dead by another runner")
-                    self.id = _runner_id(self._host)
-                    await self._register()
-                else:
-                    self._lease_holds_until = sent + self._lease
-                await self._reap()
-            except asyncio.CancelledError:
-                raise
+                async with asyncio.timeout(every):
+                    renewed = await storage.renew_runner(self.id, sent, sent + self._lease)
+                    if renewed:
+                        self._lease_holds_until = sent + self._lease
+                    else:  # reaped while it could not renew: others may run its instances
+                        await self._rejoin("another runner found its lease lapsed")
+                    await self._reap(orphans=beats % _ORPHAN_SWEEP_BEATS == 0)
+            except TimeoutError:
+                logger.warning("runner %s: renewing its lease took over %.1fs", self.id, every)
             except Exception as exc:
                 logger.warning("runner %s could not renew its lease: %s", self.id, exc)
             if time.time() + every >= self._lease_holds_until and self._actors:
-                await self._fence("its lease would lapse before the next renewal")
+                await self._rejoin("its lease would lapse before it could be renewed")
 
-    async def _fence(self, why: str) -> None:
+    async def _rejoin(self, why: str) -> None:
+        """Stop every actor, release what this runner owned, and register under a new id."""
         logger.error(
             "runner %s stops all %d of its actors: %s; their instances run again "
             "where they are claimed next",
@@ -893,6 +918,14 @@ class LocalRunner:
             why,
         )
         await self._stop_actors()
+        storage = self._storage_or_raise()
+        old, self.id = self.id, _runner_id(self._host)
+        self._lease_holds_until = 0.0
+        try:
+            await storage.remove_runner(old)  # its instances are free at once
+        except Exception as exc:  # the others reap it when its lease lapses
+            logger.warning("runner %s could not release its instances: %s", old, exc)
+        await self._register()
 
     async def _stop_actors(self) -> None:
         tasks = [actor.task for actor in list(self._actors.values()) if actor.task is not None]

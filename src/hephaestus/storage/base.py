@@ -185,8 +185,11 @@ class Storage(Protocol):
     async def runners(self) -> list[RunnerRecord]:
         """The registered runners, live or lapsed, ordered by id."""
 
-    async def reap_runners(self, now: float) -> list[str]:
-        """Remove every runner whose lease lapsed at `now`, releasing its instances."""
+    async def reap_runners(self, now: float, *, orphans: bool = False) -> list[str]:
+        """Remove every runner whose lease lapsed at `now`, releasing its instances.
+
+        With `orphans`, also release instances whose owner is not registered.
+        """
 
     async def claim(
         self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
@@ -195,7 +198,8 @@ class Storage(Protocol):
 
         With `instance_id`: that instance, if it is active and has no owner or
         is `runner_id`'s already. Without: up to `limit` instances with no
-        owner that need a runner (`Instance.needs_runner`).
+        owner that need a runner (`Instance.needs_runner`). Only a registered
+        runner claims anything.
         """
 
     async def commands_for(self, runner_id: str, limit: int = 100) -> list[str]:
@@ -251,9 +255,11 @@ def check_put(
 
 
 def written_owner(
-    owner: str | None, expected_revision: int | None, stored_owner: str | None
+    instance: Instance, owner: str | None, expected_revision: int | None, stored_owner: str | None
 ) -> str | None:
     """The owner to store with a write that `check_put` allowed."""
+    if not instance.status.is_active:
+        return None  # a finished instance needs no runner
     if owner is not None or expected_revision is None:
         return owner  # the runner writing, or whoever creates (a client's create has none)
     return stored_owner  # a client's update leaves the owner as it is

@@ -73,7 +73,7 @@ class MemoryStorage(AsyncContext):
             stored_owner=stored_owner,
         )
         self._instances[instance.id] = instance
-        new_owner = written_owner(owner, expected_revision, stored_owner)
+        new_owner = written_owner(instance, owner, expected_revision, stored_owner)
         if new_owner is None:
             self._owners.pop(instance.id, None)
         else:
@@ -142,15 +142,21 @@ class MemoryStorage(AsyncContext):
     async def runners(self) -> list[RunnerRecord]:
         return [self._runners[key] for key in sorted(self._runners)]
 
-    async def reap_runners(self, now: float) -> list[str]:
+    async def reap_runners(self, now: float, *, orphans: bool = False) -> list[str]:
         dead = sorted(key for key, record in self._runners.items() if not record.is_live(now))
         for runner_id in dead:
             await self.remove_runner(runner_id)
+        if orphans:
+            for instance_id, owner in list(self._owners.items()):
+                if owner not in self._runners:
+                    del self._owners[instance_id]
         return dead
 
     async def claim(
         self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
     ) -> list[Instance]:
+        if runner_id not in self._runners:
+            return []  # only a registered runner claims: one that was reaped can own nothing
         if instance_id is not None:
             found = self._instances.get(instance_id)
             if (

@@ -354,8 +354,10 @@ class PostgresStorage(AsyncContext):
         rows = await self._fetch(self._q["list_runners"], {})
         return [RunnerRecord(*row) for row in rows]
 
-    async def reap_runners(self, now: float) -> list[str]:
+    async def reap_runners(self, now: float, *, orphans: bool = False) -> list[str]:
         _, rows = await self._modify(self._q["reap_runners"], {"now": now})
+        if orphans:
+            await self._modify(self._q["release_orphans"], {})
         return [str(row[0]) for row in rows]
 
     async def claim(
@@ -753,6 +755,7 @@ def _write_params(
         "has_commands": instance.has_new_commands,
         # A client's write of work wakes the runners; an owner's own writes need not.
         "notify": owner is None and needs_runner,
+        "is_active": instance.status.is_active,
         "id": instance.id,
         "workflow": instance.workflow,
         "workflow_version": instance.workflow_version,

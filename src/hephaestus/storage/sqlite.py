@@ -251,22 +251,24 @@ class SQLiteStorage(AsyncContext):
         rows = await self._run(self._fetch_rows, _Q["list_runners"], ())
         return [RunnerRecord(*row) for row in rows]
 
-    async def reap_runners(self, now: float) -> list[str]:
+    async def reap_runners(self, now: float, *, orphans: bool = False) -> list[str]:
         dead = [str(r) for r in await self._run(self._fetch_all, _Q["lapsed_runners"], (now,))]
         for runner_id in dead:
             await self.remove_runner(runner_id)
+        if orphans:
+            await self._run(self._write, [(_Q["release_orphans"], ())])
         return dead
 
     async def claim(
         self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
     ) -> list[Instance]:
-        params: tuple[Any, ...]
+        params: dict[str, Any]
         if instance_id is not None:
-            sql, params = _Q["claim_one"], (runner_id, instance_id, runner_id)
+            sql, params = _Q["claim_one"], {"runner": runner_id, "id": instance_id}
         elif limit <= 0:
             return []
         else:
-            sql, params = _Q["claim_unowned"], (runner_id, limit)
+            sql, params = _Q["claim_unowned"], {"runner": runner_id, "limit": limit}
         documents = await self._run(self._claim, sql, params)
         return [Instance.from_json(document) for document in documents]
 
@@ -392,7 +394,9 @@ class SQLiteStorage(AsyncContext):
                 except HephaestusError as refused:
                     outcomes.append(refused)
                     continue
-                owner = written_owner(write.owner, write.expected_revision, stored_owner)
+                owner = written_owner(
+                    write.instance, write.owner, write.expected_revision, stored_owner
+                )
                 conn.execute(_Q["upsert"], (*write.row, owner))
                 outcomes.append(None)
                 written += 1
@@ -422,7 +426,7 @@ class SQLiteStorage(AsyncContext):
 
         return self._transaction(run)
 
-    def _claim(self, sql: str, params: tuple[Any, ...]) -> list[str]:
+    def _claim(self, sql: str, params: dict[str, Any]) -> list[str]:
         return self._transaction(
             lambda conn: [str(row[0]) for row in conn.execute(sql, params).fetchall()]
         )

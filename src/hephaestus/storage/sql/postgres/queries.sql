@@ -16,7 +16,7 @@ SELECT status, revision, owner FROM {schema}.workflow_instances WHERE id = %(id)
 -- for the runners notifies them (delivered at commit).
 WITH updated AS (
     UPDATE {schema}.workflow_instances SET
-        owner = COALESCE(%(owner)s::text, owner),
+        owner = CASE WHEN %(is_active)s::boolean THEN COALESCE(%(owner)s::text, owner) END,
         needs_runner = %(needs_runner)s,
         has_commands = %(has_commands)s,
         workflow = %(workflow)s,
@@ -38,7 +38,8 @@ WITH updated AS (
     SELECT
         %(id)s::text, %(workflow)s::text, %(workflow_version)s::integer, %(status)s::text,
         %(revision)s::bigint, %(next_timer_at)s::timestamptz, %(created_at)s::timestamptz,
-        %(updated_at)s::timestamptz, %(document)s::jsonb, %(owner)s::text,
+        %(updated_at)s::timestamptz, %(document)s::jsonb,
+        CASE WHEN %(is_active)s::boolean THEN %(owner)s::text END,
         %(needs_runner)s::boolean, %(has_commands)s::boolean
     WHERE %(expected_revision)s::bigint IS NULL
     ON CONFLICT (id) DO UPDATE SET
@@ -91,9 +92,11 @@ LIMIT %(limit)s;
 SELECT min(next_timer_at) FROM {schema}.workflow_instances WHERE next_timer_at IS NOT NULL;
 
 -- name: claim_one
+-- Only a registered runner claims: one that was reaped can own nothing.
 UPDATE {schema}.workflow_instances SET owner = %(runner)s
 WHERE id = %(id)s AND status IN ('pending', 'running', 'waiting')
     AND (owner IS NULL OR owner = %(runner)s)
+    AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
 RETURNING document::text;
 
 -- name: claim_unowned
@@ -106,6 +109,7 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ) AND owner IS NULL
+    AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
 RETURNING document::text;
 
 -- name: commands_for
@@ -140,6 +144,12 @@ WITH dead AS (
     UPDATE {schema}.workflow_instances SET owner = NULL WHERE owner IN (SELECT id FROM dead)
 )
 SELECT id FROM dead ORDER BY id;
+
+-- name: release_orphans
+-- Instances whose owner is not registered (it was reaped while it claimed): no owner.
+UPDATE {schema}.workflow_instances SET owner = NULL
+WHERE owner IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM {schema}.hephaestus_runners r WHERE r.id = owner);
 
 -- name: list_runners
 SELECT id, host, pid, started_at, heartbeat_at, lease_until

@@ -44,15 +44,21 @@ ORDER BY next_timer_at, id
 LIMIT ?;
 
 -- name: claim_one
-UPDATE workflow_instances SET owner = ?
-WHERE id = ? AND status IN ('pending', 'running', 'waiting') AND (owner IS NULL OR owner = ?)
+-- Only a registered runner claims: one that was reaped can own nothing.
+UPDATE workflow_instances SET owner = :runner
+WHERE id = :id AND status IN ('pending', 'running', 'waiting')
+    AND (owner IS NULL OR owner = :runner)
+    AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = :runner)
 RETURNING document;
 
 -- name: claim_unowned
-UPDATE workflow_instances SET owner = ?
+UPDATE workflow_instances SET owner = :runner
 WHERE id IN (
-    SELECT id FROM workflow_instances WHERE needs_runner = 1 AND owner IS NULL ORDER BY id LIMIT ?
-)
+    SELECT id FROM workflow_instances
+    WHERE needs_runner = 1 AND owner IS NULL
+    ORDER BY id
+    LIMIT :limit
+) AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = :runner)
 RETURNING document;
 
 -- name: commands_for
@@ -79,6 +85,11 @@ SELECT id, host, pid, started_at, heartbeat_at, lease_until FROM hephaestus_runn
 
 -- name: lapsed_runners
 SELECT id FROM hephaestus_runners WHERE lease_until <= ? ORDER BY id;
+
+-- name: release_orphans
+-- Instances whose owner is not registered (it was reaped while it claimed): no owner.
+UPDATE workflow_instances SET owner = NULL
+WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM hephaestus_runners);
 
 -- name: next_timer_at
 SELECT min(next_timer_at) FROM workflow_instances WHERE next_timer_at IS NOT NULL;
