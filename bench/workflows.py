@@ -8,6 +8,9 @@
 - `ResumeThenMark`: a `WaitForEvent`, then `Mark`, a step that calls `mark_hook`
   with the instance id and `time.perf_counter()` the moment it starts
   (resume-latency).
+- `Handoff`: `StampStart`, a `WaitForEvent`, then `StampResumed`; the two steps
+  store `time.monotonic()` when they start, for a client in another process
+  (client-handoff).
 
 The steps are made in loops; each class gets its own name, so its own key.
 """
@@ -20,11 +23,12 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from hephaestus import Done, Step, Unique, WaitForEvent, Workflow
+from hephaestus import Done, Ok, Step, Unique, WaitForEvent, Workflow
 
 __all__ = [
     "SHAPES",
     "FanOut10",
+    "Handoff",
     "Linear3",
     "Linear20",
     "Parked",
@@ -114,6 +118,36 @@ class ResumeThenMark(Workflow):
     unique = Unique(key="latency", scope="workflow")
     start = (AwaitGo, {"event_name": "go"})
     transitions = {(AwaitGo, "go"): Mark, (Mark, "ok"): Done}
+
+
+class StampStart(Step):
+    """Records when it started, on the machine-wide monotonic clock (comparable across
+    processes): the moment a runner picked the instance up."""
+
+    events = ("stamped",)
+
+    async def execute(self, instance: Any, config: Mapping[str, Any] | None, context: Any) -> Ok:
+        return Ok("stamped", {"at": time.monotonic()})
+
+
+class AwaitHandoff(WaitForEvent):
+    """Parks until `resume(id, "go")`."""
+
+
+class StampResumed(StampStart):
+    """Records when it started after the resume."""
+
+
+class Handoff(Workflow):
+    """Started and resumed by a client; the steps say when a runner process ran them."""
+
+    unique = Unique(key="handoff", scope="workflow")
+    start = StampStart
+    transitions = {
+        (StampStart, "stamped"): (AwaitHandoff, {"event_name": "go"}),
+        (AwaitHandoff, "go"): StampResumed,
+        (StampResumed, "stamped"): Done,
+    }
 
 
 @dataclass(frozen=True, slots=True)

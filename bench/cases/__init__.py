@@ -9,8 +9,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from bench.cases import (
+    client_handoff,
     durable_throughput,
     engine_overhead,
+    lease_cost,
     parked_scale,
     peer,
     resume_latency,
@@ -27,6 +29,8 @@ CASES: dict[str, ModuleType] = {
         durable_throughput,
         peer,
         resume_latency,
+        client_handoff,
+        lease_cost,
         parked_scale,
     )
 }

@@ -26,7 +26,16 @@ from bench.workflows import SHAPES, Shape
 from hephaestus import Hephaestus, LocalRunner, SQLiteStorage, Status
 from hephaestus.storage.base import Query, Storage
 
-__all__ = ["BASELINE", "NAME", "SUMMARY", "Throughput", "open_storage", "our_throughput", "run"]
+__all__ = [
+    "BASELINE",
+    "NAME",
+    "SUMMARY",
+    "Throughput",
+    "open_storage",
+    "our_throughput",
+    "run",
+    "run_ours",
+]
 
 NAME = "durable-throughput"
 SUMMARY = "workflows/s and steps/s, every state change durably committed"
@@ -88,11 +97,14 @@ async def open_storage(bench: Bench, backend: str, label: str) -> tuple[Storage,
     return PostgresStorage(url), url
 
 
-async def _run_ours(bench: Bench, backend: str, shape: Shape, instances: int) -> Throughput:
+async def run_ours(
+    bench: Bench, backend: str, shape: Shape, instances: int, runner: LocalRunner | None = None
+) -> Throughput:
+    """Run `instances` of `shape` at once on a fresh storage of `backend`, after a warm-up."""
     storage, where = await open_storage(bench, backend, f"throughput-{shape.name}")
     workflow = shape.workflow
     key = workflow.unique.key if workflow.unique is not None else "wf"
-    runner = LocalRunner()
+    runner = runner or LocalRunner()
     async with Hephaestus(storage=storage, runner=runner) as app:
         warm = [f"{key}::warm{i}" for i in range(min(instances, 20))]
         await asyncio.gather(*(app.start_instance(workflow, None, id=iid) for iid in warm))
@@ -131,7 +143,7 @@ def our_throughput(bench: Bench, backend: str, shape: Shape) -> Throughput:
     key = ("throughput", backend, shape.name)
     if key not in bench.shared:
         instances = bench.sizes.throughput_instances
-        bench.shared[key] = asyncio.run(_run_ours(bench, backend, shape, instances))
+        bench.shared[key] = asyncio.run(run_ours(bench, backend, shape, instances))
     result: Throughput = bench.shared[key]
     return result
 

@@ -23,6 +23,8 @@ CASES = [
     "durable-throughput",
     "peer",
     "resume-latency",
+    "client-handoff",
+    "lease-cost",
     "parked-scale",
 ]
 ROW_KEYS = {
@@ -109,6 +111,9 @@ def test_the_durable_and_scale_cases_report_what_was_asked(
     assert any("RSS growth" in m for m in metrics["parked-scale"])
     assert any("overhead per step" in m for m in metrics["engine-overhead"])
     assert any("no handler attached" in m for m in metrics["telemetry-cost"])
+    for what in ("client start -> first step", "client resume -> next step"):
+        assert any(what in m for m in metrics["client-handoff"]), what
+    assert any("lease renewed" in m for m in metrics["lease-cost"])
 
 
 def test_the_table_has_the_documented_columns(bench_run: tuple[str, dict[str, Any]]) -> None:
