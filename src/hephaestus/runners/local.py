@@ -89,6 +89,9 @@ logger = logging.getLogger("hephaestus.runner.local")
 _CONFLICT_RETRIES = 5
 #: How often an actor that crashed in runner code is restarted before its instance is failed.
 _MAX_RESTARTS = 3
+#: How long an actor first waits after a storage failure, and at most, in seconds.
+_OUTAGE_FIRST_DELAY = 0.05
+_OUTAGE_MAX_DELAY = 2.0
 #: How many instances one claim takes.
 _CLAIM_BATCH = 100
 #: Every how many heartbeats a runner releases instances of owners that are not registered.
@@ -208,6 +211,8 @@ class _Actor:
     #: Whether this runner owns the instance (claimed, or created it); an actor claims first.
     owned: bool = False
     restarts: int = 0
+    #: Storage failures in a row; each waits longer before the next try.
+    outages: int = 0
     definition: WorkflowDefinition = field(init=False)
     #: A step the actor runs itself, right after the current message (see `_carry_out`).
     inline: RunStep | None = None
@@ -263,6 +268,9 @@ class _Actor:
                     self.owned = False
                     await self._hand_over()
                     return
+                except (StorageError, OSError) as exc:
+                    if not await self._ride_out(exc):
+                        return
                 except Exception as exc:
                     if not await self._restart_after(exc):
                         return
@@ -290,7 +298,9 @@ class _Actor:
                 self.mailbox.appendleft(_Recover())
             assert self.instance is not None
             self.definition = runner._definitions.get(self.instance)
-        except (HephaestusError, OSError) as exc:
+        except StorageError:
+            raise  # ridden out by `run`
+        except HephaestusError as exc:
             self._fail_replies(exc)
             return
         while True:
@@ -365,6 +375,34 @@ class _Actor:
         self.owned = False  # claim (and so read) it again, then run its active steps again
         return True
 
+    async def _ride_out(self, exc: Exception) -> bool:
+        """The storage failed: answer waiting callers now, then retry until it answers.
+
+        A write that failed may still have committed, so the actor forgets what
+        it knew: it claims (and so reads) the instance again and runs its active
+        steps that are not running here, exactly as after a crash.
+        """
+        self.outages += 1
+        failure = exc if isinstance(exc, StorageError) else StorageError(str(exc))
+        kept: deque[_Message] = deque()
+        for message in self.mailbox:
+            reply = _replies(message)
+            if reply is None:
+                kept.append(message)
+            elif not reply.done():
+                reply.set_exception(failure)
+        self.mailbox = kept
+        if self.instance is None and not self.mailbox:
+            return False  # it never held the instance and has nothing left to do
+        delay = min(_OUTAGE_FIRST_DELAY * 2 ** min(self.outages - 1, 10), _OUTAGE_MAX_DELAY)
+        logger.warning(
+            "instance %s: the storage failed (%s); trying again in %.2fs", self.id, exc, delay
+        )
+        await asyncio.sleep(delay)
+        self.inline = None
+        self.owned = False
+        return True
+
     async def _hand_over(self) -> None:
         """Serve the queued messages as a client would: the instance's owner does the rest."""
         writer = self.runner._writer
@@ -415,6 +453,7 @@ class _Actor:
                 return advance
             try:
                 await storage.put(advance.instance, before.revision, owner=self.runner.id)
+                self.outages = 0
             except OwnershipError:
                 raise _Lost from None
             except ConcurrencyError:
@@ -560,6 +599,10 @@ class _Actor:
             result = await work
         except _Lost:
             raise  # the message is handed over with the rest (see `_handle`)
+        except StorageError as exc:
+            if not reply.done():
+                reply.set_exception(exc)
+            raise  # the actor rides the outage out (see `run`)
         except HephaestusError as exc:
             if not reply.done():
                 reply.set_exception(exc)
@@ -906,7 +949,10 @@ class LocalRunner:
             except Exception as exc:
                 logger.warning("runner %s could not renew its lease: %s", self.id, exc)
             if time.time() + every >= self._lease_holds_until and self._actors:
-                await self._rejoin("its lease would lapse before it could be renewed")
+                try:
+                    await self._rejoin("its lease would lapse before it could be renewed")
+                except Exception as exc:
+                    logger.warning("runner %s could not register again: %s", self.id, exc)
 
     async def _rejoin(self, why: str) -> None:
         """Stop every actor, release what this runner owned, and register under a new id."""
