@@ -72,12 +72,16 @@ class Hephaestus:
     Defaults: `SQLiteStorage("hephaestus.db")` and `LocalRunner()`
     (`runner="local"`). `runner=None` is client mode: nothing runs in this
     process, the runners that share the storage execute what it writes.
+    `facade=False` keeps the app out of reach of workflow facade calls
+    (`Flow.start(...)`), for an app that lives on a loop of its own.
     """
 
     def __init__(
         self,
         storage: Storage | None = None,
         runner: Runner | Literal["local"] | None = "local",
+        *,
+        facade: bool = True,
     ) -> None:
         if storage is None:
             from hephaestus.storage.sqlite import SQLiteStorage
@@ -93,6 +97,8 @@ class Hephaestus:
                 f"runner must be a runner object, 'local' or None (client mode), got {runner!r}"
             )
         self.runner: Runner = runner
+        #: Whether workflow facade calls (`Flow.start(...)`) find this app while it is open.
+        self.facade = facade
         self.is_open = False
 
     @property
@@ -123,7 +129,8 @@ class Hephaestus:
             await self.storage.close()
             raise
         self.is_open = True
-        _OPEN_APPS.append(self)
+        if self.facade:
+            _OPEN_APPS.append(self)
 
     async def close(self) -> None:
         """Stop the runner, then close the storage (flushing pending writes)."""

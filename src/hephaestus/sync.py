@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from hephaestus.app import _OPEN_APPS, Hephaestus
+from hephaestus.app import Hephaestus
 from hephaestus.core.definition import BaseWorkflow
 from hephaestus.core.instance import Instance, Status
 from hephaestus.core.step import Step
@@ -112,11 +112,6 @@ class _Loop:
 
     async def open_app(self) -> None:
         await self.app.open()
-        # This app lives on a private loop: workflow facade calls made on another
-        # loop (`await Flow.start(...)` in async code of the same process) must not
-        # find it, nor count it when they look for the one open app.
-        if self.app in _OPEN_APPS:
-            _OPEN_APPS.remove(self.app)
 
     async def close_app(self) -> None:
         """Cancel the calls still running (a `wait()` could last forever), then close the app."""
@@ -181,7 +176,9 @@ class SyncClient:
             raise StorageError(
                 f"SyncClient needs a Storage object or a storage URL string, got {storage!r}"
             )
-        self._app = Hephaestus(storage=storage, runner=None)
+        # The app lives on a private loop: workflow facade calls made on another loop
+        # (`await Flow.start(...)` in async code of this process) must not find it.
+        self._app = Hephaestus(storage=storage, runner=None, facade=False)
         self._lock = threading.Lock()
         self._state: Literal["new", "open", "closed"] = "new"
         self._loop: _Loop | None = None
