@@ -31,6 +31,7 @@ anything is written, so nothing is ever half-stored.
     ├── ConcurrencyError                   a stale revision was written
     │   └── OwnershipError                   another runner owns the instance now
     ├── StorageError                       the storage failed or is not set up
+    │   └── CorruptInstanceError             a stored row cannot be read as an instance
     ├── RuntimeNotFoundError               a facade call found no (or several) running apps
     ├── TimerNotFoundError                 a timer handle names no pending timer
     ├── WaitTimeoutError                   `wait` gave up before the instance was final
@@ -44,6 +45,7 @@ __all__ = [
     "AmbiguousEventError",
     "ConcurrencyError",
     "ContextSerializationError",
+    "CorruptInstanceError",
     "CycleError",
     "DuplicateStepKeyError",
     "EventNotDeclaredError",
@@ -189,6 +191,10 @@ class OwnershipError(ConcurrencyError):
 
 class StorageError(HephaestusError):
     """The storage failed or is not set up."""
+
+
+class CorruptInstanceError(StorageError):
+    """A stored row cannot be read back as an instance; it is quarantined, the rest run on."""
 
 
 class RuntimeNotFoundError(HephaestusError):

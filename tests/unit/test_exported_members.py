@@ -20,6 +20,7 @@ PUBLIC_NAMES = [
     "ConcurrencyError",
     "Context",
     "ContextSerializationError",
+    "CorruptInstanceError",
     "CycleError",
     "Debug",
     "Done",

@@ -112,8 +112,9 @@ def instances() -> None:
     "--status",
     "statuses",
     multiple=True,
-    type=click.Choice([s.value for s in Status], case_sensitive=False),
-    help="Only instances with this status (repeatable).",
+    type=click.Choice([*(s.value for s in Status), "corrupt"], case_sensitive=False),
+    help="Only instances with this status (repeatable). `corrupt` lists the rows set aside "
+    "because they cannot be read, with the reason.",
 )
 @click.option(
     "--workflow",
@@ -145,6 +146,11 @@ def list_instances(
     import_modules(imports)
     storage = storage_from_url(storage_url, must_exist=True)
     console = make_console()
+    if "corrupt" in (status.lower() for status in statuses):
+        if len(statuses) > 1:
+            raise CliError("list corrupt rows on their own: --status corrupt with no other status")
+        _list_quarantined(storage, limit, as_json)
+        return
     with progress(make_console(stderr=True), f"Reading instances from {redact(storage_url)}"):
         found, more = _run(storage, lambda: _list(storage, statuses, workflow, limit, after))
     if as_json:
@@ -161,6 +167,25 @@ def list_instances(
         )
     else:
         console.print(Text(count, style="dim"))
+
+
+def _list_quarantined(storage: Storage, limit: int, as_json: bool) -> None:
+    """The rows quarantined because they cannot be read as instances, and why."""
+    rows = _run(storage, lambda: storage.quarantined(limit or 1_000_000))
+    if as_json:
+        click.echo(json.dumps([{"id": i, "problem": p} for i, p in rows], indent=2))
+        return
+    console = make_console()
+    if not rows:
+        console.print(Text("No corrupt rows.", style="dim"))
+        return
+    for row_id, problem in rows:
+        line = Text(row_id, style="cyan")
+        line.append(f"  {problem}", style="red")
+        console.print(line, soft_wrap=True)
+    console.print(
+        Text(f"{len(rows)} corrupt row(s), quarantined: no runner touches them", style="dim")
+    )
 
 
 async def _list(

@@ -29,6 +29,8 @@ the instance. A plain `put` is a client's write and leaves the owner as it is.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -38,11 +40,14 @@ from hephaestus.core.instance import Instance, Status
 from hephaestus.errors import (
     AlreadyRunningError,
     ConcurrencyError,
+    CorruptInstanceError,
     InstanceNotFoundError,
     OwnershipError,
 )
 
 __all__ = ["Query", "RunnerRecord", "Storage", "StorageStats"]
+
+logger = logging.getLogger("hephaestus.storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +216,11 @@ class Storage(Protocol):
     async def wait_for_changes(self, timeout: float) -> None:
         """Return when another process may have written, or after `timeout` seconds."""
 
+    # -- corrupt rows -------------------------------------------------------------------
+
+    async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
+        """`(id, problem)` of rows set aside because they cannot be read as instances."""
+
 
 def check_put(
     instance: Instance,
@@ -263,6 +273,66 @@ def written_owner(
     if owner is not None or expected_revision is None:
         return owner  # the runner writing, or whoever creates (a client's create has none)
     return stored_owner  # a client's update leaves the owner as it is
+
+
+def decode(row_id: str, document: str | bytes) -> Instance:
+    """The instance a row holds; `CorruptInstanceError` naming the row and the cause if none.
+
+    A document that is not JSON, lacks a field, holds an unknown status or a
+    bad timestamp, or names another id than its row is corrupt: every adapter
+    then quarantines the row (`problem`) and goes on with the others.
+    """
+    try:
+        instance = Instance.from_json(document)
+    except Exception as exc:  # whatever the bytes are, they are not an instance
+        raise corrupt(row_id, f"{type(exc).__name__}: {exc}") from exc
+    if instance.id != row_id:
+        mismatch = ValueError(f"its document is the instance {instance.id!r}")
+        raise corrupt(row_id, str(mismatch)) from mismatch
+    return instance
+
+
+def decode_rows(
+    rows: Iterable[tuple[str, str | bytes]],
+) -> tuple[list[Instance], list[tuple[str, str]]]:
+    """The instances of `(id, document)` rows, and `(id, problem)` for those that are corrupt."""
+    instances: list[Instance] = []
+    bad: list[tuple[str, str]] = []
+    for row_id, document in rows:
+        try:
+            instances.append(decode(row_id, document))
+        except CorruptInstanceError as exc:
+            bad.append((row_id, problem_of(exc)))
+    return instances, bad
+
+
+def problem_of(exc: CorruptInstanceError) -> str:
+    """What is wrong with a corrupt row, as kept with it (bounded)."""
+    cause = exc.__cause__
+    text = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    return text[:PROBLEM_LIMIT]
+
+
+def log_quarantined(storage: object, bad: list[tuple[str, str]]) -> None:
+    for row_id, problem in bad:
+        logger.error(
+            "%r: stored instance %s cannot be read (%s); quarantined, the others run on",
+            storage,
+            row_id,
+            problem,
+        )
+
+
+def corrupt(row_id: str, problem: str) -> CorruptInstanceError:
+    return CorruptInstanceError(
+        f"stored instance {row_id} cannot be read ({problem}); it is quarantined and no "
+        "runner touches it: see `hephaestus instances list --status corrupt`, then repair "
+        "or delete the row"
+    )
+
+
+#: Longest problem text kept with a quarantined row.
+PROBLEM_LIMIT = 500
 
 
 def not_found(instance_id: str) -> InstanceNotFoundError:

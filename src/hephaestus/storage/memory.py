@@ -197,6 +197,9 @@ class MemoryStorage(AsyncContext):
             return
         self._changed.clear()
 
+    async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
+        return []  # it holds instance values, never rows that could be corrupt
+
     def _release(self, runner_id: str) -> None:
         for instance_id in [key for key, owner in self._owners.items() if owner == runner_id]:
             del self._owners[instance_id]

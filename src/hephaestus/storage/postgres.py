@@ -76,6 +76,7 @@ from hephaestus.core.instance import Instance, Status
 from hephaestus.errors import (
     AlreadyRunningError,
     ConcurrencyError,
+    CorruptInstanceError,
     HephaestusError,
     StorageError,
 )
@@ -88,7 +89,12 @@ from hephaestus.storage.base import (
     StorageStats,
     as_utc,
     check_put,
+    corrupt,
+    decode,
+    decode_rows,
+    log_quarantined,
     not_found,
+    problem_of,
     timer_due,
 )
 
@@ -237,7 +243,14 @@ class PostgresStorage(AsyncContext):
         rows = await self._fetch(self._q["get_document"], {"id": instance_id})
         if not rows:
             raise not_found(instance_id)
-        return Instance.from_json(rows[0][0])
+        document, problem = rows[0]
+        if problem is not None:
+            raise corrupt(instance_id, problem)
+        try:
+            return decode(instance_id, document)
+        except CorruptInstanceError as exc:
+            await self._quarantine([(instance_id, problem_of(exc))])
+            raise
 
     async def put(
         self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
@@ -309,8 +322,7 @@ class PostgresStorage(AsyncContext):
         select = self._select(query)
         if select is None:
             return []
-        rows = await self._fetch(*select)
-        return [Instance.from_json(row[0]) for row in rows]
+        return await self._decoded(await self._fetch(*select))
 
     async def due_timers(
         self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
@@ -371,7 +383,23 @@ class PostgresStorage(AsyncContext):
         else:
             query, params = self._q["claim_unowned"], {"runner": runner_id, "limit": limit}
         _, rows = await self._modify(query, params)
-        return [Instance.from_json(row[0]) for row in rows]
+        return await self._decoded(rows)
+
+    async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
+        rows = await self._fetch(self._q["quarantined"], {"limit": limit})
+        return [(str(row_id), str(problem)) for row_id, problem in rows]
+
+    async def _decoded(self, rows: list[TupleRow]) -> list[Instance]:
+        """The instances of `(id, document)` rows; corrupt ones are quarantined and left out."""
+        instances, bad = decode_rows((str(row[0]), row[1]) for row in rows)
+        if bad:
+            await self._quarantine(bad)
+        return instances
+
+    async def _quarantine(self, bad: list[tuple[str, str]]) -> None:
+        log_quarantined(self, bad)
+        for row_id, problem in bad:
+            await self._modify(self._q["quarantine"], {"id": row_id, "problem": problem})
 
     async def commands_for(self, runner_id: str, limit: int = 100) -> list[str]:
         rows = await self._fetch(self._q["commands_for"], {"runner": runner_id, "limit": limit})
@@ -673,7 +701,7 @@ class PostgresStorage(AsyncContext):
             params["after"] = query.after
         statement = self._q["select_documents"].rstrip(";")
         if clauses:
-            statement += " WHERE " + " AND ".join(clauses)
+            statement += " AND " + " AND ".join(clauses)  # after its `WHERE problem IS NULL`
         statement += " ORDER BY id"
         if query.limit is not None:
             statement += " LIMIT %(limit)s"
@@ -697,7 +725,7 @@ class PostgresTransaction:
         row = await cursor.fetchone()
         if row is None:
             raise not_found(instance_id)
-        return Instance.from_json(row[0])
+        return decode(instance_id, row[0])
 
     async def put(self, instance: Instance, expected_revision: int | None) -> None:
         """Create or update, with the rules of `Storage.put`; raises instead of writing."""

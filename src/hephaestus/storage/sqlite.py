@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from hephaestus.core.instance import Instance, Status
-from hephaestus.errors import HephaestusError, StorageError
+from hephaestus.errors import CorruptInstanceError, HephaestusError, StorageError
 from hephaestus.storage._group_commit import GroupCommit
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import (
@@ -62,7 +62,12 @@ from hephaestus.storage.base import (
     RunnerRecord,
     StorageStats,
     check_put,
+    corrupt,
+    decode,
+    decode_rows,
+    log_quarantined,
     not_found,
+    problem_of,
     timer_epoch,
     to_epoch,
     written_owner,
@@ -162,10 +167,17 @@ class SQLiteStorage(AsyncContext):
     # -- the contract ------------------------------------------------------------------------
 
     async def get(self, instance_id: str) -> Instance:
-        document = await self._run(self._fetch_document, instance_id)
-        if document is None:
+        rows = await self._run(self._fetch_rows, _Q["get_document"], (instance_id,))
+        if not rows:
             raise not_found(instance_id)
-        return Instance.from_json(document)
+        document, problem = rows[0]
+        if problem is not None:
+            raise corrupt(instance_id, problem)
+        try:
+            return decode(instance_id, document)
+        except CorruptInstanceError as exc:
+            await self._quarantine([(instance_id, problem_of(exc))])
+            raise
 
     async def put(
         self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
@@ -194,8 +206,7 @@ class SQLiteStorage(AsyncContext):
         select = _select(query)
         if select is None:
             return []
-        documents = await self._run(self._fetch_all, *select)
-        return [Instance.from_json(document) for document in documents]
+        return await self._decoded(await self._run(self._fetch_rows, *select))
 
     async def due_timers(
         self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
@@ -269,8 +280,24 @@ class SQLiteStorage(AsyncContext):
             return []
         else:
             sql, params = _Q["claim_unowned"], {"runner": runner_id, "limit": limit}
-        documents = await self._run(self._claim, sql, params)
-        return [Instance.from_json(document) for document in documents]
+        return await self._decoded(await self._run(self._claim, sql, params))
+
+    async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
+        rows = await self._run(self._fetch_rows, _Q["quarantined"], (limit,))
+        return [(str(row_id), str(problem)) for row_id, problem in rows]
+
+    async def _decoded(self, rows: list[tuple[Any, ...]]) -> list[Instance]:
+        """The instances of `(id, document)` rows; corrupt ones are quarantined and left out."""
+        instances, bad = decode_rows((str(row[0]), row[1]) for row in rows)
+        if bad:
+            await self._quarantine(bad)
+        return instances
+
+    async def _quarantine(self, bad: list[tuple[str, str]]) -> None:
+        log_quarantined(self, bad)
+        await self._run(
+            self._write, [(_Q["quarantine"], (problem, row_id)) for row_id, problem in bad]
+        )
 
     async def commands_for(self, runner_id: str, limit: int = 100) -> list[str]:
         rows = await self._run(self._fetch_all, _Q["commands_for"], (runner_id, limit))
@@ -426,9 +453,9 @@ class SQLiteStorage(AsyncContext):
 
         return self._transaction(run)
 
-    def _claim(self, sql: str, params: dict[str, Any]) -> list[str]:
+    def _claim(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return self._transaction(
-            lambda conn: [str(row[0]) for row in conn.execute(sql, params).fetchall()]
+            lambda conn: [tuple(row) for row in conn.execute(sql, params).fetchall()]
         )
 
     def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -452,11 +479,6 @@ class SQLiteStorage(AsyncContext):
     def _fetch_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         cursor = self._guarded(self._connection().execute, sql, params)
         return [tuple(row) for row in cursor.fetchall()]
-
-    def _fetch_document(self, instance_id: str) -> str | None:
-        row = self._guarded(self._connection().execute, _Q["get_document"], (instance_id,))
-        found = row.fetchone()
-        return None if found is None else str(found[0])
 
     def _fetch_all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         cursor = self._guarded(self._connection().execute, sql, params)
@@ -564,7 +586,7 @@ def _select(query: Query) -> tuple[str, tuple[Any, ...]] | None:
         params.append(query.after)
     sql = _Q["select_documents"].rstrip(";")
     if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
+        sql += " AND " + " AND ".join(clauses)  # after its `WHERE problem IS NULL`
     sql += " ORDER BY id"
     if query.limit is not None:
         sql += " LIMIT ?"

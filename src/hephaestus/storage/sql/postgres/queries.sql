@@ -2,7 +2,7 @@
 -- `{schema}` is replaced by the quoted schema name the storage was given.
 
 -- name: get_document
-SELECT document::text FROM {schema}.workflow_instances WHERE id = %(id)s;
+SELECT document::text, problem FROM {schema}.workflow_instances WHERE id = %(id)s;
 
 -- name: get_version
 SELECT status, revision, owner FROM {schema}.workflow_instances WHERE id = %(id)s;
@@ -43,6 +43,7 @@ WITH updated AS (
         %(needs_runner)s::boolean, %(has_commands)s::boolean
     WHERE %(expected_revision)s::bigint IS NULL
     ON CONFLICT (id) DO UPDATE SET
+        problem = NULL,
         owner = excluded.owner,
         needs_runner = excluded.needs_runner,
         has_commands = excluded.has_commands,
@@ -72,7 +73,7 @@ LEFT JOIN {schema}.workflow_instances AS found ON found.id = %(id)s;
 DELETE FROM {schema}.workflow_instances WHERE id = %(id)s;
 
 -- name: select_documents
-SELECT document::text FROM {schema}.workflow_instances;
+SELECT id, document::text FROM {schema}.workflow_instances WHERE problem IS NULL;
 
 -- name: due_timers
 SELECT id FROM {schema}.workflow_instances
@@ -96,8 +97,9 @@ SELECT min(next_timer_at) FROM {schema}.workflow_instances WHERE next_timer_at I
 UPDATE {schema}.workflow_instances SET owner = %(runner)s
 WHERE id = %(id)s AND status IN ('pending', 'running', 'waiting')
     AND (owner IS NULL OR owner = %(runner)s)
+    AND problem IS NULL
     AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-RETURNING document::text;
+RETURNING id, document::text;
 
 -- name: claim_unowned
 -- SKIP LOCKED: runners claiming at the same moment take different instances.
@@ -110,7 +112,18 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 ) AND owner IS NULL
     AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-RETURNING document::text;
+RETURNING id, document::text;
+
+-- name: quarantine
+-- A row that cannot be read: set aside, so that no runner claims it or fires its timers.
+UPDATE {schema}.workflow_instances
+SET problem = %(problem)s, owner = NULL, needs_runner = false, has_commands = false,
+    next_timer_at = NULL
+WHERE id = %(id)s AND problem IS NULL;
+
+-- name: quarantined
+SELECT id, problem FROM {schema}.workflow_instances
+WHERE problem IS NOT NULL ORDER BY id LIMIT %(limit)s;
 
 -- name: commands_for
 SELECT id FROM {schema}.workflow_instances

@@ -1,4 +1,5 @@
--- Many processes, one storage: which runner owns each instance, and the runners' leases.
+-- Many processes, one storage: which runner owns each instance, and the runners' leases;
+-- and rows quarantined because they cannot be read.
 --
 -- `owner` is the id of the runner that executes the instance's steps (NULL: none).
 -- `needs_runner` is 1 while the instance has steps to run or inbox items its
@@ -7,6 +8,10 @@
 ALTER TABLE workflow_instances ADD COLUMN owner TEXT NULL;
 ALTER TABLE workflow_instances ADD COLUMN needs_runner INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workflow_instances ADD COLUMN has_commands INTEGER NOT NULL DEFAULT 0;
+
+-- Why a row cannot be read as an instance: set when it is quarantined, and then no
+-- runner claims it, fires its timers or lists it; NULL for every readable row.
+ALTER TABLE workflow_instances ADD COLUMN problem TEXT NULL;
 
 UPDATE workflow_instances SET needs_runner = 1 WHERE status = 'running';
 

@@ -1,7 +1,7 @@
 -- Named queries of SQLiteStorage: each block starts with `-- name: <name>`.
 
 -- name: get_document
-SELECT document FROM workflow_instances WHERE id = ?;
+SELECT document, problem FROM workflow_instances WHERE id = ?;
 
 -- name: get_version
 SELECT status, revision, owner FROM workflow_instances WHERE id = ?;
@@ -12,6 +12,7 @@ INSERT INTO workflow_instances (
     next_timer_at, created_at, updated_at, document, needs_runner, has_commands, owner
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
+    problem = NULL,
     needs_runner = excluded.needs_runner,
     has_commands = excluded.has_commands,
     owner = excluded.owner,
@@ -28,7 +29,7 @@ ON CONFLICT (id) DO UPDATE SET
 DELETE FROM workflow_instances WHERE id = ?;
 
 -- name: select_documents
-SELECT document FROM workflow_instances;
+SELECT id, document FROM workflow_instances WHERE problem IS NULL;
 
 -- name: due_timers
 SELECT id FROM workflow_instances
@@ -48,8 +49,9 @@ LIMIT ?;
 UPDATE workflow_instances SET owner = :runner
 WHERE id = :id AND status IN ('pending', 'running', 'waiting')
     AND (owner IS NULL OR owner = :runner)
+    AND problem IS NULL
     AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = :runner)
-RETURNING document;
+RETURNING id, document;
 
 -- name: claim_unowned
 UPDATE workflow_instances SET owner = :runner
@@ -59,7 +61,16 @@ WHERE id IN (
     ORDER BY id
     LIMIT :limit
 ) AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = :runner)
-RETURNING document;
+RETURNING id, document;
+
+-- name: quarantine
+-- A row that cannot be read: set aside, so that no runner claims it or fires its timers.
+UPDATE workflow_instances
+SET problem = ?, owner = NULL, needs_runner = 0, has_commands = 0, next_timer_at = NULL
+WHERE id = ? AND problem IS NULL;
+
+-- name: quarantined
+SELECT id, problem FROM workflow_instances WHERE problem IS NOT NULL ORDER BY id LIMIT ?;
 
 -- name: commands_for
 SELECT id FROM workflow_instances WHERE has_commands = 1 AND owner = ? ORDER BY id LIMIT ?;
