@@ -95,9 +95,7 @@ async def test_every_instance_completes_after_the_storage_refused_writes(
     path = tmp_path / "outage.db"
     runner = LocalRunner(lease=lease, timer_poll_interval=0.2)
     async with Hephaestus(storage=SQLiteStorage(path, timeout=0.05), runner=runner) as app:
-        ids = [
-            await app.start_instance(RtOutFlow, {"n": n}, id=f"rtout::i{n}") for n in range(60)
-        ]
+        ids = [await app.start_instance(RtOutFlow, {"n": n}, id=f"rtout::i{n}") for n in range(60)]
         locked = threading.Event()
         holder = hold_write_lock(path, outage, locked)
         await asyncio.to_thread(locked.wait, 5)
