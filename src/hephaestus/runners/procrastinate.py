@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 from hephaestus.core import engine
 from hephaestus.core.commands import Command, RunStep
@@ -305,29 +306,45 @@ class ProcrastinateRunner:
                 await asyncio.sleep(0.02)
 
     async def _retry_stalled_jobs(self) -> None:
-        """Every worker's safety net, run every `heartbeat` seconds.
+        """Every worker's safety net, run every `heartbeat` seconds (see `sweep_once`)."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self.sweep_once()
+            except Exception:
+                logger.exception("could not look for stalled work; trying again later")
+
+    async def sweep_once(self) -> int:
+        """Take over what dead workers left; how many stalled jobs this worker took over.
 
         - Jobs of workers that stopped sending heartbeats (killed) are retried.
         - Instances with step results or due timers that nobody applied for
           `stalled_after` seconds (their advance failed, or its process died
           between storing a result and queueing the advance) get an advance.
+
+        One worker of the queue sweeps at a time: the sweep holds a PostgreSQL
+        advisory lock (taken without waiting: a worker that finds it held skips
+        this round), so a stalled job is taken over once, never by two workers.
         """
+        storage = self._storage_or_raise()
         manager = self.procrastinate.job_manager
-        while True:
-            await asyncio.sleep(self.heartbeat)
-            try:
-                for job in await manager.get_stalled_jobs(
-                    queue=self.queue, seconds_since_heartbeat=self.stalled_after
-                ):
-                    try:
-                        await self._recover_stalled(job)
-                    except Exception:
-                        logger.exception("could not take over stalled job %s", job.id)
-                storage = self._storage_or_raise()
-                for instance_id in await storage.unattended_instances(self.stalled_after):
-                    await self._enqueue_advance(instance_id)
-            except Exception:
-                logger.exception("could not look for stalled work; trying again later")
+        taken = 0
+        async with storage.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(_TRY_SWEEP_LOCK, {"key": _sweep_key(self.queue)})
+            locked = await cursor.fetchone()
+            if not (locked and locked[0]):
+                return 0  # another worker is sweeping right now
+            for job in await manager.get_stalled_jobs(
+                queue=self.queue, seconds_since_heartbeat=self.stalled_after
+            ):
+                try:
+                    await self._recover_stalled(job)
+                    taken += 1
+                except Exception:
+                    logger.exception("could not take over stalled job %s", job.id)
+            for instance_id in await storage.unattended_instances(self.stalled_after):
+                await self._enqueue_advance(instance_id)
+        return taken
 
     # -- the runner protocol --
 
@@ -571,6 +588,16 @@ class ProcrastinateRunner:
             await task.configure(**options).defer_async(**kwargs)
         except procrastinate_errors.ConnectorException as exc:
             raise StorageError(f"could not enqueue {task.name}: {exc}") from exc
+
+
+#: Held (for one transaction) by the worker that sweeps a queue for stalled work.
+_TRY_SWEEP_LOCK: LiteralString = "SELECT pg_try_advisory_xact_lock(%(key)s::bigint)"
+
+
+def _sweep_key(queue: str) -> int:
+    """The advisory lock key of `queue`'s sweep: a stable signed 64-bit hash of its name."""
+    digest = hashlib.blake2b(f"hephaestus-sweep:{queue}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _expects(instance: Instance, step: str, attempt: int) -> bool:
