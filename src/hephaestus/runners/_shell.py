@@ -9,9 +9,10 @@ engine decision. Runners differ only in how they schedule and serialise work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from hephaestus.telemetry._emit import any_listener
 __all__ = [
     "Clock",
     "DefinitionCache",
+    "KeyedLocks",
     "StepRun",
     "check_event",
     "idempotency_key",
@@ -100,6 +102,27 @@ def utc_now() -> datetime:
 def idempotency_key(instance_id: str, step: str, attempt: int) -> str:
     """Stable across a crash of the same attempt: `<instance id>/<step key>/<attempt>`."""
     return f"{instance_id}/{step}/{attempt}"
+
+
+class KeyedLocks:
+    """One `asyncio.Lock` per key, kept only while someone holds it or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class DefinitionCache:

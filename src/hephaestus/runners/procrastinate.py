@@ -63,6 +63,7 @@ from hephaestus.errors import (
 from hephaestus.runners._shell import (
     Clock,
     DefinitionCache,
+    KeyedLocks,
     StepRun,
     check_event,
     new_instance,
@@ -194,6 +195,7 @@ class ProcrastinateRunner:
         self._step_threads = step_threads
         self._storage: PostgresStorage | None = None
         self._definitions = DefinitionCache()
+        self._instance_locks = KeyedLocks()
         self._pool: ThreadPoolExecutor | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._queue_pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
@@ -532,9 +534,14 @@ class ProcrastinateRunner:
         return self._storage
 
     async def _apply(self, instance_id: str, decide: Any) -> tuple[Instance, Instance]:
-        """Apply a caller's change under the instance's row lock, with the jobs it implies."""
+        """Apply a caller's change under the instance's row lock, with the jobs it implies.
+
+        Calls for one instance from this process queue here, one at a time: a
+        burst of them then holds one pooled connection, never the whole pool
+        waiting for the same row lock.
+        """
         storage = self._storage_or_raise()
-        async with storage.transaction() as tx:
+        async with self._instance_locks.hold(instance_id), storage.transaction() as tx:
             before = await tx.get(instance_id, for_update=True)
             advance: Advance = decide(before)
             if advance.instance is not before:
