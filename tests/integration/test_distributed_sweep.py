@@ -21,8 +21,12 @@ from hephaestus.storage.postgres import PostgresStorage
 async def test_two_workers_sweeping_at_once_take_a_stalled_job_over_once(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = Hephaestus(PostgresStorage(postgres_url), ProcrastinateRunner(stalled_after=1.0, heartbeat=0.5))
-    second = Hephaestus(PostgresStorage(postgres_url), ProcrastinateRunner(stalled_after=1.0, heartbeat=0.5))
+    first = Hephaestus(
+        PostgresStorage(postgres_url), ProcrastinateRunner(stalled_after=1.0, heartbeat=0.5)
+    )
+    second = Hephaestus(
+        PostgresStorage(postgres_url), ProcrastinateRunner(stalled_after=1.0, heartbeat=0.5)
+    )
     async with first, second:
         runner_a, runner_b = first.runner, second.runner
         assert isinstance(runner_a, ProcrastinateRunner)
