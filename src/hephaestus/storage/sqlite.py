@@ -275,11 +275,11 @@ class SQLiteStorage(AsyncContext):
     ) -> list[Instance]:
         params: dict[str, Any]
         if instance_id is not None:
-            sql, params = _Q["claim_one"], {"runner": runner_id, "id": instance_id}
-        elif limit <= 0:
+            params = {"runner": runner_id, "id": instance_id}
+            return await self._decoded(await self._run(self._claim_one, params))
+        if limit <= 0:
             return []
-        else:
-            sql, params = _Q["claim_unowned"], {"runner": runner_id, "limit": limit}
+        sql, params = _Q["claim_unowned"], {"runner": runner_id, "limit": limit}
         return await self._decoded(await self._run(self._claim, sql, params))
 
     async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
@@ -452,6 +452,12 @@ class SQLiteStorage(AsyncContext):
             return changed
 
         return self._transaction(run)
+
+    def _claim_one(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """An instance owned already is only read: no write, so no sync of the disk."""
+        owned = self._guarded(self._connection().execute, _Q["owned_document"], params)
+        rows = [tuple(row) for row in owned.fetchall()]
+        return rows or self._claim(_Q["claim_one"], params)
 
     def _claim(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return self._transaction(

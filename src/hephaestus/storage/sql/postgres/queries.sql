@@ -93,13 +93,21 @@ LIMIT %(limit)s;
 SELECT min(next_timer_at) FROM {schema}.workflow_instances WHERE next_timer_at IS NOT NULL;
 
 -- name: claim_one
--- Only a registered runner claims: one that was reaped can own nothing.
-UPDATE {schema}.workflow_instances SET owner = %(runner)s
-WHERE id = %(id)s AND status IN ('pending', 'running', 'waiting')
-    AND (owner IS NULL OR owner = %(runner)s)
-    AND problem IS NULL
-    AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-RETURNING id, document::text;
+-- Only a registered runner claims: one that was reaped can own nothing. An instance
+-- the runner owns already is only read (no row written, so no commit to flush).
+WITH claimed AS (
+    UPDATE {schema}.workflow_instances SET owner = %(runner)s
+    WHERE id = %(id)s AND status IN ('pending', 'running', 'waiting')
+        AND owner IS NULL
+        AND problem IS NULL
+        AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
+    RETURNING id, document::text
+)
+SELECT id, document FROM claimed
+UNION ALL
+SELECT id, document::text FROM {schema}.workflow_instances
+WHERE id = %(id)s AND owner = %(runner)s AND problem IS NULL
+    AND status IN ('pending', 'running', 'waiting');
 
 -- name: claim_unowned
 -- SKIP LOCKED: runners claiming at the same moment take different instances.

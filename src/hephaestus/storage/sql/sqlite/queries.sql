@@ -44,11 +44,17 @@ WHERE next_timer_at IS NOT NULL AND next_timer_at <= ? AND (owner IS NULL OR own
 ORDER BY next_timer_at, id
 LIMIT ?;
 
+-- name: owned_document
+-- An instance the runner owns already: read, not written again.
+SELECT id, document FROM workflow_instances
+WHERE id = :id AND owner = :runner AND problem IS NULL
+    AND status IN ('pending', 'running', 'waiting');
+
 -- name: claim_one
 -- Only a registered runner claims: one that was reaped can own nothing.
 UPDATE workflow_instances SET owner = :runner
 WHERE id = :id AND status IN ('pending', 'running', 'waiting')
-    AND (owner IS NULL OR owner = :runner)
+    AND owner IS NULL
     AND problem IS NULL
     AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = :runner)
 RETURNING id, document;
