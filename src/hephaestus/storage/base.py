@@ -30,7 +30,7 @@ the instance. A plain `put` is a client's write and leaves the owner as it is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -290,6 +290,22 @@ def decode(row_id: str, document: str | bytes) -> Instance:
         mismatch = ValueError(f"its document is the instance {instance.id!r}")
         raise corrupt(row_id, str(mismatch)) from mismatch
     return instance
+
+
+async def decode_stored(
+    row_id: str,
+    document: str | bytes,
+    problem: str | None,
+    quarantine: Callable[[list[tuple[str, str]]], Awaitable[None]],
+) -> Instance:
+    """The instance of a row read by id; a corrupt one is quarantined, then raised as such."""
+    if problem is not None:
+        raise corrupt(row_id, problem)
+    try:
+        return decode(row_id, document)
+    except CorruptInstanceError as exc:
+        await quarantine([(row_id, problem_of(exc))])
+        raise
 
 
 def decode_rows(

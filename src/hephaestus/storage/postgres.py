@@ -76,7 +76,6 @@ from hephaestus.core.instance import Instance, Status
 from hephaestus.errors import (
     AlreadyRunningError,
     ConcurrencyError,
-    CorruptInstanceError,
     HephaestusError,
     StorageError,
 )
@@ -89,12 +88,11 @@ from hephaestus.storage.base import (
     StorageStats,
     as_utc,
     check_put,
-    corrupt,
     decode,
     decode_rows,
+    decode_stored,
     log_quarantined,
     not_found,
-    problem_of,
     timer_due,
 )
 
@@ -244,13 +242,7 @@ class PostgresStorage(AsyncContext):
         if not rows:
             raise not_found(instance_id)
         document, problem = rows[0]
-        if problem is not None:
-            raise corrupt(instance_id, problem)
-        try:
-            return decode(instance_id, document)
-        except CorruptInstanceError as exc:
-            await self._quarantine([(instance_id, problem_of(exc))])
-            raise
+        return await decode_stored(instance_id, document, problem, self._quarantine)
 
     async def put(
         self, instance: Instance, expected_revision: int | None, *, owner: str | None = None

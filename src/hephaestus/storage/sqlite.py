@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from hephaestus.core.instance import Instance, Status
-from hephaestus.errors import CorruptInstanceError, HephaestusError, StorageError
+from hephaestus.errors import HephaestusError, StorageError
 from hephaestus.storage._group_commit import GroupCommit
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import (
@@ -62,12 +62,10 @@ from hephaestus.storage.base import (
     RunnerRecord,
     StorageStats,
     check_put,
-    corrupt,
-    decode,
     decode_rows,
+    decode_stored,
     log_quarantined,
     not_found,
-    problem_of,
     timer_epoch,
     to_epoch,
     written_owner,
@@ -171,13 +169,7 @@ class SQLiteStorage(AsyncContext):
         if not rows:
             raise not_found(instance_id)
         document, problem = rows[0]
-        if problem is not None:
-            raise corrupt(instance_id, problem)
-        try:
-            return decode(instance_id, document)
-        except CorruptInstanceError as exc:
-            await self._quarantine([(instance_id, problem_of(exc))])
-            raise
+        return await decode_stored(instance_id, document, problem, self._quarantine)
 
     async def put(
         self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
