@@ -1,0 +1,1 @@
+"""Workflows, a runner app and a client script for the many-processes acceptance tests."""
