@@ -24,7 +24,7 @@ and not after its completion was stored. Each run prints its counts.
 4. A runner that is already running completes what a client script started.
 5. An event sent before its step parks is consumed once, and its data reaches the next step.
 
-Then a runner that lost its lease to a locked SQLite file, and known bugs (xfail).
+Then a runner that lost its lease to a locked SQLite file, and regressions of bugs this suite found.
 """
 
 from __future__ import annotations
@@ -778,10 +778,10 @@ def test_a_runner_fenced_by_a_locked_database_rejoins_once_it_is_free(tmp_path: 
             runner,
         )
         # Another process holds the write lock: the runner cannot renew, so it stops its
-        # actors before its lease lapses, cannot release them, and cannot register anew.
+        # actors before its lease lapses, and cannot register anew.
         lock.execute("BEGIN IMMEDIATE")
         until(
-            lambda: "could not release its instances" in cluster.output(runner),
+            lambda: "stops all 1 of its actors" in cluster.output(runner),
             10,
             "the runner to give up its lease",
             runner,
@@ -806,14 +806,9 @@ def test_a_runner_fenced_by_a_locked_database_rejoins_once_it_is_free(tmp_path: 
         cluster.close()
 
 
-# --- known bugs --------------------------------------------------------------------------------
+# --- regressions of bugs this suite found -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LocalRunner.close() releases its instances (remove_runner) while the threads of "
-    "the sync steps it stopped still run them: another runner starts the same attempt at once",
-)
 def test_a_runner_stopped_with_sigterm_hands_over_no_step_still_running(cluster: Cluster) -> None:
     """SIGTERM while a sync step runs: the step must end before the instance is handed over."""
     runners = [cluster.runner("runner-a"), cluster.runner("runner-b")]
@@ -836,12 +831,6 @@ def test_a_runner_stopped_with_sigterm_hands_over_no_step_still_running(cluster:
     counts.assert_zero()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_Actor._handle_owned(_Recover) carries out engine.recover() before it drains the "
-    "inbox: a cancel requested while no runner owned the instance is applied, but the step the "
-    "actor had set to run inline still runs (StopSteps does not clear `inline`)",
-)
 def test_a_cancel_requested_while_no_runner_owns_the_instance_runs_no_step(
     cluster: Cluster,
 ) -> None:
@@ -876,12 +865,6 @@ class _OneSlowRenewal(SQLiteStorage):
         return await super().renew_runner(runner_id, now, lease_until)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LocalRunner._heartbeat_loop: its docstring says a runner stops its actors after two "
-    "failed renewals in a row, but one renewal that hangs past lease/3 already stops them all "
-    "(the next renewal is a full lease/3 away, so the lease would lapse first)",
-)
 async def test_one_renewal_that_hangs_does_not_stop_the_runners_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

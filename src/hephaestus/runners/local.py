@@ -36,6 +36,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -475,6 +476,7 @@ class _Actor:
         if (
             len(commands) == 1
             and isinstance(commands[0], RunStep)
+            and self.inline is None
             and not self.running
             and len(instance.active_steps) == 1
             and not instance.waiting_steps
@@ -489,9 +491,11 @@ class _Actor:
                 self._start_step(command.step, command.attempt)
             elif isinstance(command, StopSteps):
                 self._stop_steps(command.steps)
+                if self.inline is not None and self.inline.step in command.steps:
+                    self.inline = None  # not started yet: it never will be
 
     def _start_step(self, step: str, attempt: int) -> None:
-        if step in self.running:
+        if step in self.running or (self.inline is not None and self.inline.step == step):
             return
         assert self.instance is not None
         self.running[step] = asyncio.create_task(
@@ -706,6 +710,11 @@ class LocalRunner:
     - `work_poll_interval`: the longest time work written by another process
       waits to be noticed when the storage's change signal is lost; usually
       it is noticed within milliseconds.
+    - `shutdown_grace`: how long `close()` waits for sync steps still running
+      in threads (a thread cannot be stopped). When they end in time, the
+      runner deregisters and its instances are taken over at once; otherwise
+      `close()` returns anyway and they are taken over when its lease lapses,
+      so no attempt ever runs in two processes at once.
     """
 
     def __init__(
@@ -716,6 +725,7 @@ class LocalRunner:
         clock: Clock = utc_now,
         lease: float = 5.0,
         work_poll_interval: float = 1.0,
+        shutdown_grace: float = 10.0,
     ) -> None:
         if timer_poll_interval <= 0:
             raise ValueError("timer_poll_interval must be > 0 seconds")
@@ -726,6 +736,7 @@ class LocalRunner:
         self._now = clock
         self._lease = lease
         self._work_poll = work_poll_interval
+        self._shutdown_grace = shutdown_grace
         self._host = socket.gethostname()
         self.id = _runner_id(self._host)
         self._storage: Storage | None = None
@@ -733,7 +744,8 @@ class LocalRunner:
         self._pool: ThreadPoolExecutor | None = None
         self._actors: dict[str, _Actor] = {}
         self._definitions = DefinitionCache()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[asyncio.Task[None]] = []
+        self._heartbeat: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._work = asyncio.Event()
         self._next_wake: datetime | None = None
@@ -759,24 +771,36 @@ class LocalRunner:
         claimed = await self._claim_work()
         if claimed:
             logger.info("runner %s took over %d instance(s) at open", self.id, claimed)
-        self._tasks = [
+        self._loops = [
             asyncio.create_task(self._timer_loop(), name="hephaestus:timers"),
             asyncio.create_task(self._work_loop(), name="hephaestus:work"),
-            asyncio.create_task(self._heartbeat_loop(), name="hephaestus:heartbeat"),
         ]
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="hephaestus:heartbeat")
         lifecycle.runner_init(type(self).__name__, type(storage).__name__)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        # The heartbeat goes on until the steps' threads are done: the lease must hold
+        # while they still run, or another runner would run the same attempts meanwhile.
+        for task in self._loops:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
         await self._stop_actors()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        threads_done = await self._stop_threads()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
         storage, self._storage = self._storage, None
-        if storage is not None:
+        if storage is not None and not threads_done:
+            logger.warning(
+                "runner %s closes with sync steps still running after %.1fs; its instances "
+                "are taken over when its lease lapses (in %.1fs), not before",
+                self.id,
+                self._shutdown_grace,
+                self._lease,
+            )
+        elif storage is not None:
             try:
                 await storage.remove_runner(self.id)  # hand its instances over at once
             except (HephaestusError, OSError) as exc:
@@ -924,38 +948,56 @@ class LocalRunner:
     async def _heartbeat_loop(self) -> None:
         """Renew the lease; stop every actor before the lease could lapse unrenewed.
 
-        A renewal that does not answer within a third of the lease counts as
-        failed, so a hung database cannot keep this runner running steps past
-        its lease: after two failed renewals in a row it stops its actors and
-        rejoins under a new id once the storage answers again.
+        A renewal waits at most a sixth of the lease; one that fails is tried
+        again a twelfth of the lease later. Before each try, a runner whose
+        lease would lapse before that try could answer stops its actors and
+        rejoins under a new id (so a hung database cannot keep it running steps
+        past its lease): with the default timings, after two failed renewals.
         """
         storage = self._storage_or_raise()
         every = self._lease / 3
+        patience = every / 2
+        next_try = time.time() + every
         beats = 0
         while True:
-            await asyncio.sleep(every)
-            beats += 1
+            await asyncio.sleep(max(0.0, next_try - time.time()))
+            if self._actors and time.time() + patience >= self._lease_holds_until:
+                await self._rejoin_or_log("its lease would lapse before it could be renewed")
             sent = time.time()
+            next_try = sent + every / 4  # unless the renewal below goes through
             try:
-                async with asyncio.timeout(every):
+                async with asyncio.timeout(patience):
                     renewed = await storage.renew_runner(self.id, sent, sent + self._lease)
-                    if renewed:
-                        self._lease_holds_until = sent + self._lease
-                    else:  # reaped while it could not renew: others may run its instances
-                        await self._rejoin("another runner found its lease lapsed")
-                    await self._reap(orphans=beats % _ORPHAN_SWEEP_BEATS == 0)
             except TimeoutError:
-                logger.warning("runner %s: renewing its lease took over %.1fs", self.id, every)
+                logger.warning("runner %s: renewing its lease took over %.2fs", self.id, patience)
+                continue
             except Exception as exc:
                 logger.warning("runner %s could not renew its lease: %s", self.id, exc)
-            if time.time() + every >= self._lease_holds_until and self._actors:
-                try:
-                    await self._rejoin("its lease would lapse before it could be renewed")
-                except Exception as exc:
-                    logger.warning("runner %s could not register again: %s", self.id, exc)
+                continue
+            next_try = sent + every
+            if renewed:
+                self._lease_holds_until = sent + self._lease
+            else:  # reaped while it could not renew: others may run its instances
+                await self._rejoin_or_log("another runner found its lease lapsed")
+            beats += 1
+            try:
+                await self._reap(orphans=beats % _ORPHAN_SWEEP_BEATS == 0)
+            except Exception as exc:
+                logger.warning("runner %s could not reap lapsed runners: %s", self.id, exc)
+
+    async def _rejoin_or_log(self, why: str) -> None:
+        try:
+            await self._rejoin(why)
+        except Exception as exc:
+            logger.warning("runner %s could not register again: %s", self.id, exc)
 
     async def _rejoin(self, why: str) -> None:
-        """Stop every actor, release what this runner owned, and register under a new id."""
+        """Stop every actor and register under a new id.
+
+        The old registration is left to lapse, not removed: a sync step's
+        thread cannot be stopped, and releasing its instance at once would let
+        another runner run the same attempt while that thread still does.
+        """
         logger.error(
             "runner %s stops all %d of its actors: %s; their instances run again "
             "where they are claimed next",
@@ -964,14 +1006,23 @@ class LocalRunner:
             why,
         )
         await self._stop_actors()
-        storage = self._storage_or_raise()
-        old, self.id = self.id, _runner_id(self._host)
+        self.id = _runner_id(self._host)
         self._lease_holds_until = 0.0
-        try:
-            await storage.remove_runner(old)  # its instances are free at once
-        except Exception as exc:  # the others reap it when its lease lapses
-            logger.warning("runner %s could not release its instances: %s", old, exc)
         await self._register()
+
+    async def _stop_threads(self) -> bool:
+        """Let sync steps still running in threads end (up to `shutdown_grace`); all ended?"""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return True
+        pool.shutdown(wait=False, cancel_futures=True)
+        # A thread cannot be stopped: wait for it, in a thread, so that the loop does not.
+        waiter = threading.Thread(target=pool.shutdown, name="hephaestus:close", daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + self._shutdown_grace
+        while waiter.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not waiter.is_alive()
 
     async def _stop_actors(self) -> None:
         tasks = [actor.task for actor in list(self._actors.values()) if actor.task is not None]
