@@ -30,7 +30,7 @@ from hephaestus.core.commands import Command, RunStep, StopSteps
 from hephaestus.core.context import Context, to_json_value
 from hephaestus.core.definition import WorkflowDefinition
 from hephaestus.core.instance import ExecutionEntry, InboxItem, Instance, Status, Timer
-from hephaestus.core.outcomes import Async, Error, Ok
+from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     AmbiguousEventError,
@@ -52,6 +52,7 @@ __all__ = [
     "check_event_data",
     "complete_step",
     "drain_inbox",
+    "expects_result",
     "fail",
     "fire_timers",
     "new_instance",
@@ -173,20 +174,12 @@ def complete_step(
 ) -> Advance:
     """Apply what attempt `attempt` of `step` returned (or `Error` for a raised exception).
 
-    A result for a step that is no longer active at that attempt (the instance
-    was cancelled or failed, the attempt already failed and a retry is pending,
-    or the result is a duplicate) changes nothing.
+    A result the instance no longer expects (see `expects_result`) changes nothing.
     """
-    if (
-        instance.status not in (Status.RUNNING, Status.WAITING)
-        or step not in instance.active_steps
-        or instance.attempts.get(step) != attempt
-        or any(t.kind == "retry" and t.step == step for t in instance.timers)
-    ):
+    if not expects_result(instance, step, attempt):
         return Advance(instance, [])
     draft = _Draft(instance)
-    if isinstance(outcome, str):
-        outcome = Ok(outcome)
+    outcome = as_outcome(outcome)
     if isinstance(outcome, Ok):
         problem = _finish(definition, draft, step, outcome, attempt, now, duration)
     elif isinstance(outcome, Async):
@@ -199,6 +192,21 @@ def complete_step(
             "an event str, Async() or Error(reason)"
         )
     return _close(definition, draft, instance, problem, now)
+
+
+def expects_result(instance: Instance, step: str, attempt: int) -> bool:
+    """Whether `instance` still waits for the result of attempt `attempt` of `step`.
+
+    It does not when the instance finished (cancelled, failed), the step is no
+    longer active at that attempt (the result is a duplicate, or stale), or
+    that attempt already failed and its retry is pending.
+    """
+    return (
+        instance.status.is_active
+        and step in instance.active_steps
+        and instance.attempts.get(step) == attempt
+        and not any(t.kind == "retry" and t.step == step for t in instance.timers)
+    )
 
 
 def resume_target(

@@ -30,7 +30,7 @@ from hephaestus.core.definition import (
 from hephaestus.core.engine import Advance
 from hephaestus.core.instance import Instance, Status
 from hephaestus.core.keys import validate_id
-from hephaestus.core.outcomes import Async, Error, Ok
+from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import InvalidEventError, WorkflowDefinitionError
 from hephaestus.telemetry import lifecycle
@@ -219,9 +219,7 @@ def report_advance(
     """Emit the telemetry of one persisted engine decision."""
     if not any_listener():
         return  # the common case: nobody listens, so skip working out what happened
-    outcome = run.outcome if run is not None else None
-    if isinstance(outcome, str):
-        outcome = Ok(outcome)
+    outcome = as_outcome(run.outcome) if run is not None else None
     if step is not None and run is not None and attempt is not None:
         if after.status is Status.FAILED and not isinstance(outcome, Error):
             pass  # the step's result broke a rule; the workflow exception below says which

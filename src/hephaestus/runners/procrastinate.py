@@ -48,10 +48,10 @@ from hephaestus.core import engine
 from hephaestus.core.commands import Command, RunStep
 from hephaestus.core.context import to_json_value
 from hephaestus.core.definition import BaseWorkflow
-from hephaestus.core.engine import Advance
+from hephaestus.core.engine import Advance, expects_result
 from hephaestus.core.instance import Instance, Timer
 from hephaestus.core.keys import validate_id
-from hephaestus.core.outcomes import Async, Error, Ok
+from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     AmbiguousEventError,
@@ -103,9 +103,7 @@ def _encode(run: StepRun, step_name: str) -> dict[str, Any]:
     What the engine would refuse is recorded so that it fails the instance with
     the same message as on the local runner.
     """
-    outcome = run.outcome
-    if isinstance(outcome, str):
-        outcome = Ok(outcome)
+    outcome = as_outcome(run.outcome)
     try:
         if isinstance(outcome, Ok):
             return {
@@ -448,15 +446,17 @@ class ProcrastinateRunner:
     async def _run_step_job(self, instance_id: str, step: str, attempt: int) -> None:
         storage = self._storage_or_raise()
         instance = await storage.get(instance_id)
-        if not _expects(instance, step, attempt):
-            return  # stale: cancelled, failed, or this attempt was already applied
+        if not expects_result(instance, step, attempt):
+            return  # stale: finished, already applied, or failed with its retry pending
         definition = self._definitions.get(instance)
         run = await run_attempt(definition, instance, step, attempt, self._pool)
         async with storage.transaction() as tx:
             # Checked again under the row lock: the instance may have been cancelled, or
             # even replaced by a new instance with the same id, while the step ran.
             current = await tx.get(instance_id, for_update=True)
-            if current.created_at != instance.created_at or not _expects(current, step, attempt):
+            if current.created_at != instance.created_at or not expects_result(
+                current, step, attempt
+            ):
                 return
             outcome = _encode(run, definition.nodes[step].name)
             await tx.record_step_result(instance_id, step, attempt, outcome, run.duration)
@@ -477,7 +477,7 @@ class ProcrastinateRunner:
                 outcome = _decode(row["outcome"])
                 now = self._now()
                 if isinstance(outcome, _Invalid):
-                    if not _expects(instance, row["step"], row["attempt"]):
+                    if not expects_result(instance, row["step"], row["attempt"]):
                         continue  # stale, like any result the engine would ignore
                     step_advance = engine.fail(instance, outcome.message, now=now)
                 else:
@@ -605,12 +605,3 @@ def _sweep_key(queue: str) -> int:
     """The advisory lock key of `queue`'s sweep: a stable signed 64-bit hash of its name."""
     digest = hashlib.blake2b(f"hephaestus-sweep:{queue}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _expects(instance: Instance, step: str, attempt: int) -> bool:
-    """Whether `instance` still waits for the result of this attempt of `step`."""
-    return (
-        instance.status.is_active
-        and step in instance.active_steps
-        and instance.attempts.get(step) == attempt
-    )
