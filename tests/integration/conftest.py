@@ -114,9 +114,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 async def app(request: pytest.FixtureRequest, open_app: OpenApp, db_path: Path) -> Hephaestus:
     """An open app: a LocalRunner on a SQLite file of its own, or (for `both_runners`
-    tests) a ProcrastinateRunner with a worker in this process, on PostgreSQL."""
+    tests) a ProcrastinateRunner with a worker in this process, on PostgreSQL.
+
+    A `runner_options(**options)` mark passes `options` (a `clock`, say) to either runner.
+    """
+    marker = request.node.get_closest_marker("runner_options")
+    options: dict[str, Any] = dict(marker.kwargs) if marker else {}
     if request.param == "local":
-        return await open_app(db_path)
+        return await open_app(db_path, **options)
     from hephaestus.runners.procrastinate import ProcrastinateRunner
     from hephaestus.storage.postgres import PostgresStorage
 
@@ -124,6 +129,6 @@ async def app(request: pytest.FixtureRequest, open_app: OpenApp, db_path: Path) 
     return await open_app(
         PostgresStorage(url),
         runner=ProcrastinateRunner(
-            worker=True, heartbeat=0.5, stalled_after=2.0, poll_interval=0.05
+            worker=True, heartbeat=0.5, stalled_after=2.0, poll_interval=0.05, **options
         ),
     )

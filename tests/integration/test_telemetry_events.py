@@ -3,13 +3,15 @@
 Each test runs workflows through `Hephaestus` with `MemoryStorage` and the
 `LocalRunner`, records every event with `capture_events()`, and checks the
 story they tell: fan-out, a retried step, a wait resumed by an event, a
-durable timer, a failure.
+durable timer, a failure. Tests on the shared `app` fixture run on both
+runners: what one engine call did is reported once, the same way, by each.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -344,3 +346,111 @@ async def test_every_instance_event_carries_the_creation_time_and_cancel_stops()
     }
     stops = [e for e in events if e.name == WORKFLOW_STOP]
     assert [e.metadata["status"] for e in stops] == ["cancelled"]
+
+
+# --- two timers fired by one engine call, on both runners ----------------------------------
+
+
+class _HeldClock:
+    """The current UTC time, or a moment held still while `held` is set."""
+
+    def __init__(self) -> None:
+        self.held: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.held or datetime.now(UTC)
+
+
+TEL_CLOCK = _HeldClock()
+
+
+class TelSplit(Step):
+    events = ("split",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        return Ok("split")
+
+
+class TelNapLeft(Wait):
+    pass
+
+
+class TelNapRight(Wait):
+    pass
+
+
+class TelAfterLeft(WaitForEvent):
+    pass
+
+
+class TelAfterRight(WaitForEvent):
+    pass
+
+
+class TelMeet(Step):
+    events = ("met",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        return Ok("met")
+
+
+NAP = {"duration": 1, "unit": "second"}
+
+
+class TelTwinTimersFlow(Workflow):
+    unique = Unique(key="teltwins")
+    start = TelSplit
+    transitions = {
+        (TelSplit, "split"): [(TelNapLeft, NAP), (TelNapRight, NAP)],
+        (TelNapLeft, "timeout"): (TelAfterLeft, {"event_name": "go"}),
+        (TelNapRight, "timeout"): (TelAfterRight, {"event_name": "go"}),
+        (TelAfterLeft, "go"): TelMeet,
+        (TelAfterRight, "go"): TelMeet,
+        (TelMeet, "met"): Done,
+    }
+
+
+@pytest.mark.both_runners
+@pytest.mark.runner_options(clock=TEL_CLOCK)
+async def test_two_timers_fired_by_one_engine_call_are_each_reported_once(
+    app: Hephaestus, wait_for: Any
+) -> None:
+    # Both naps park at one held moment, so their timers are due together and the
+    # runner fires them in one engine call.
+    TEL_CLOCK.held = datetime.now(UTC)
+    try:
+        iid = await app.start_instance(TelTwinTimersFlow, {}, id="teltwins::one")
+        parked = await wait_for(
+            app, iid, lambda i: i.waiting_steps == {"tel_nap_left", "tel_nap_right"}
+        )
+        assert len({timer.due_at for timer in parked.timers}) == 1
+        with capture_events() as events:
+            TEL_CLOCK.held = None
+            await wait_for(
+                app, iid, lambda i: i.waiting_steps == {"tel_after_left", "tel_after_right"}
+            )
+
+            async def after_steps_parked() -> bool:
+                parked_steps = {e.metadata["step"] for e in _named(events, STEP_ASYNC)}
+                return parked_steps >= {"tel_after_left", "tel_after_right"}
+
+            # Reported after the naps' resumes: everything the timers' engine call did is in.
+            await _until(after_steps_parked, "the steps after the naps to park")
+    finally:
+        TEL_CLOCK.held = None
+
+    resumes = _named(events, STEP_RESUME)
+    assert sorted((e.metadata["step"], e.metadata["source"]) for e in resumes) == [
+        ("tel_nap_left", "timer"),
+        ("tel_nap_right", "timer"),
+    ]
+    assert {e.metadata["resume_event"] for e in resumes} == {"timeout"}
+    assert all(e.measurements["wait_duration"] >= 1.0 for e in resumes)
+    transitions = _named(events, WORKFLOW_TRANSITION)
+    assert sorted((e.metadata["from_step"], tuple(e.metadata["targets"])) for e in transitions) == [
+        ("tel_nap_left", ("tel_after_left",)),
+        ("tel_nap_right", ("tel_after_right",)),
+    ]
+    [advance] = _named(events, ENGINE_ADVANCE)
+    assert advance.measurements["completed_in_advance"] == 2
+    assert advance.metadata["status_after"] == "running"

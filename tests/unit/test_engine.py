@@ -33,6 +33,7 @@ from hephaestus.core import engine
 from hephaestus.core.commands import RunStep, StopSteps
 from hephaestus.core.definition import BaseWorkflow, WorkflowDefinition
 from hephaestus.core.engine import Advance
+from hephaestus.core.facts import TimerScheduled
 from hephaestus.core.instance import Timer
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -71,6 +72,12 @@ def complete(
 
 def history_steps(instance: Instance) -> list[str]:
     return [entry.step for entry in instance.execution_history]
+
+
+def scheduled(advance: Advance) -> tuple[Instance, Timer]:
+    """The instance `add_timer` returned, and the timer it scheduled."""
+    [fact] = advance.facts_of(TimerScheduled)
+    return advance.instance, fact.timer
 
 
 def runs(advance: Advance) -> set[RunStep]:
@@ -864,7 +871,7 @@ def test_a_timer_whose_step_was_resumed_first_never_fires() -> None:
 def test_a_resume_timer_for_a_step_that_is_no_longer_waiting_is_dropped() -> None:
     definition = Approval.definition()
     instance = complete(Approval, start(Approval).instance, "receive", "ok").instance
-    instance, timer = engine.add_timer(definition, instance, "approve", 30, now=at(1))
+    instance, timer = scheduled(engine.add_timer(definition, instance, "approve", 30, now=at(1)))
     instance = complete(Approval, instance, "approve", "approved", seconds=2).instance
 
     advance = engine.fire_timers(definition, instance, at(31))
@@ -880,19 +887,19 @@ def test_add_timer_resumes_a_parked_step_with_its_timeout_event() -> None:
     definition = Approval.definition()
     instance = parked().instance
 
-    scheduled, timer = engine.add_timer(definition, instance, "approve", 10, now=at(3))
+    later, timer = scheduled(engine.add_timer(definition, instance, "approve", 10, now=at(3)))
 
     assert timer.due_at == at(13)
     assert timer.event == "timeout"
-    assert scheduled.revision == instance.revision + 1
-    fired = engine.fire_timers(definition, scheduled, at(13))
+    assert later.revision == instance.revision + 1
+    fired = engine.fire_timers(definition, later, at(13))
     assert fired.commands == [RunStep("reject", 1)]
 
 
 def test_add_timer_with_an_explicit_event() -> None:
     definition = Approval.definition()
-    instance, timer = engine.add_timer(
-        definition, parked().instance, "approve", 5, now=at(3), event="approved"
+    instance, timer = scheduled(
+        engine.add_timer(definition, parked().instance, "approve", 5, now=at(3), event="approved")
     )
 
     fired = engine.fire_timers(definition, instance, at(8))
@@ -910,9 +917,11 @@ def test_add_timer_rejects_an_event_the_step_does_not_declare() -> None:
 
 def test_cancel_timer_removes_it() -> None:
     definition = Approval.definition()
-    instance, timer = engine.add_timer(definition, parked().instance, "approve", 10, now=at(3))
+    instance, timer = scheduled(
+        engine.add_timer(definition, parked().instance, "approve", 10, now=at(3))
+    )
 
-    cancelled = engine.cancel_timer(instance, timer.id, now=at(4))
+    cancelled = engine.cancel_timer(instance, timer.id, now=at(4)).instance
 
     assert cancelled.timers == ()
     assert cancelled.revision == instance.revision + 1
@@ -1155,7 +1164,7 @@ def test_every_engine_result_round_trips_through_json() -> None:
     instances = [start(Approval, {"who": "ada"}).instance]
     instances.append(complete(Approval, instances[-1], "receive", Ok("ok", {"n": 1})).instance)
     instances.append(complete(Approval, instances[-1], "approve", Async(30), seconds=2).instance)
-    instances.append(engine.add_timer(definition, instances[-1], "approve", 5, now=at(3))[0])
+    instances.append(engine.add_timer(definition, instances[-1], "approve", 5, now=at(3)).instance)
     instances.append(engine.fire_timers(definition, instances[-1], at(8)).instance)
 
     for instance in instances:

@@ -124,7 +124,7 @@ def test_an_event_for_a_waiting_step_goes_to_the_inbox_and_the_drain_completes_t
     waiting = parked_at_approve()
     accepted = engine.accept_event(
         APPROVAL, waiting, "approved", now=at(3), data={"by": "ada", "note": "fine"}
-    )
+    ).instance
     assert accepted.revision == waiting.revision + 1
     assert accepted.status is Status.WAITING  # nothing applied by the client
     assert accepted.has_new_commands
@@ -148,7 +148,9 @@ def test_an_event_for_a_waiting_step_goes_to_the_inbox_and_the_drain_completes_t
 def test_an_event_before_its_step_parks_is_held_then_consumed_once_when_it_parks() -> None:
     running = complete(started(), "in_receive", Ok("ok")).instance
     assert running.active_steps == {"in_approve"}
-    accepted = engine.accept_event(APPROVAL, running, "approved", now=at(2), data={"by": "bo"})
+    accepted = engine.accept_event(
+        APPROVAL, running, "approved", now=at(2), data={"by": "bo"}
+    ).instance
 
     # The owner looks at it: nothing waits yet, so it is held (and no longer new).
     drained = engine.drain_inbox(APPROVAL, accepted, at(3))
@@ -168,8 +170,8 @@ def test_an_event_before_its_step_parks_is_held_then_consumed_once_when_it_parks
 
 def test_events_are_applied_in_arrival_order_and_an_extra_one_stays_held() -> None:
     waiting = parked_at_approve()
-    first = engine.accept_event(APPROVAL, waiting, "rejected", now=at(3), data={"n": 1})
-    second = engine.accept_event(APPROVAL, first, "approved", now=at(4), data={"n": 2})
+    first = engine.accept_event(APPROVAL, waiting, "rejected", now=at(3), data={"n": 1}).instance
+    second = engine.accept_event(APPROVAL, first, "approved", now=at(4), data={"n": 2}).instance
 
     after = engine.drain_inbox(APPROVAL, second, at(5)).instance
 
@@ -183,7 +185,7 @@ def test_events_are_applied_in_arrival_order_and_an_extra_one_stays_held() -> No
 def test_an_event_no_step_can_ever_take_is_refused_and_nothing_changes() -> None:
     waiting = parked_at_approve()
     # in_ship declares `shipped` and can still come to run: that one would be accepted.
-    assert engine.accept_event(APPROVAL, waiting, "shipped", now=at(3)).inbox
+    assert engine.accept_event(APPROVAL, waiting, "shipped", now=at(3)).instance.inbox
     with pytest.raises(InvalidEventError, match="no waiting step declares event 'paid'"):
         engine.accept_event(APPROVAL, waiting, "paid", now=at(3))
     past = complete(started(), "in_receive", Ok("ok")).instance
@@ -211,7 +213,7 @@ def test_several_waiting_steps_declaring_the_event_need_step() -> None:
     with pytest.raises(AmbiguousEventError, match="pass step="):
         engine.accept_event(SIGNATURES, both, "go", now=at(4))
 
-    accepted = engine.accept_event(SIGNATURES, both, "go", now=at(4), step="in_right")
+    accepted = engine.accept_event(SIGNATURES, both, "go", now=at(4), step="in_right").instance
     after = engine.drain_inbox(SIGNATURES, accepted, at(5)).instance
     assert after.waiting_steps == {"in_left"}
     assert "in_right" in after.completed_steps
@@ -230,7 +232,7 @@ def test_data_that_is_not_a_json_dict_is_refused_before_anything_is_written() ->
 
 def test_a_cancel_request_stops_the_running_steps_when_the_owner_drains_it() -> None:
     running = complete(started(), "in_receive", Ok("ok")).instance
-    requested = engine.request_cancel(running, now=at(2))
+    requested = engine.request_cancel(running, now=at(2)).instance
     assert requested.status is Status.RUNNING
     assert requested.has_new_commands
 
@@ -244,7 +246,7 @@ def test_a_cancel_request_stops_the_running_steps_when_the_owner_drains_it() -> 
 
 def test_a_cancel_request_wins_over_a_step_result_that_arrives_with_it() -> None:
     running = complete(started(), "in_receive", Ok("ok")).instance
-    requested = engine.request_cancel(running, now=at(2))
+    requested = engine.request_cancel(running, now=at(2)).instance
     # The owner had not seen the request when the step finished: applied in the same call.
     advance = complete(requested, "in_approve", Async(), seconds=3)
     assert advance.instance.status is Status.CANCELLED
@@ -252,8 +254,10 @@ def test_a_cancel_request_wins_over_a_step_result_that_arrives_with_it() -> None
 
 def test_an_inbox_round_trips_through_json() -> None:
     waiting = parked_at_approve()
-    accepted = engine.accept_event(APPROVAL, waiting, "approved", now=at(3), data={"a": [1]})
-    held = engine.request_cancel(accepted, now=at(4))
+    accepted = engine.accept_event(
+        APPROVAL, waiting, "approved", now=at(3), data={"a": [1]}
+    ).instance
+    held = engine.request_cancel(accepted, now=at(4)).instance
     assert Instance.from_json(held.to_json()) == held
 
 
@@ -286,7 +290,7 @@ def test_accepted_events_complete_the_step_once_in_arrival_order(
             parked = True
         clock += 1
         try:
-            instance = engine.accept_event(APPROVAL, instance, event, now=at(clock))
+            instance = engine.accept_event(APPROVAL, instance, event, now=at(clock)).instance
         except InvalidEventError:
             assert "in_approve" in instance.completed_steps
             continue

@@ -42,6 +42,15 @@ from hephaestus.core import engine
 from hephaestus.core.commands import Command, RunStep, StopSteps
 from hephaestus.core.definition import WorkflowDefinition
 from hephaestus.core.engine import Advance
+from hephaestus.core.facts import (
+    AttemptFailed,
+    InstanceCancelled,
+    InstanceCompleted,
+    InstanceFailed,
+    StepCompleted,
+    StepParked,
+    StepResumed,
+)
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 MAX_STEPS = 14
@@ -254,6 +263,7 @@ class Run:
         self.instance = after
         self.take(advance.commands, before)
         check_instance(self)
+        check_facts(before, advance)
 
     def take(self, commands: list[Command], before: Instance | None = None) -> None:
         for command in commands:
@@ -298,6 +308,40 @@ def check_instance(run: Run) -> None:
     assert instance.status is (Status.RUNNING if active else Status.WAITING)
     if instance.status is Status.RUNNING:
         assert set(engine.recover(instance)) == {RunStep(s, a) for s, a in run.in_flight.items()}
+
+
+def check_facts(before: Instance, advance: Advance) -> None:
+    """The facts tell exactly the change from `before` to the instance answered."""
+    after, facts = advance.instance, advance.facts
+    if after is before:
+        assert facts == ()
+        return
+    completed = advance.facts_of(StepCompleted)
+    added = after.execution_history[len(before.execution_history) :]
+    assert [(f.step, f.event, f.targets) for f in completed] == [
+        (e.step, e.event, e.targets) for e in added
+    ]
+    present = before.active_steps | before.waiting_steps | before.completed_steps
+    new = (after.active_steps | after.waiting_steps | after.completed_steps) - present
+    started = [step for fact in completed for step in fact.started]
+    assert sorted(started) == sorted(new), "each new step is started by one completion"
+    for resumed in advance.facts_of(StepResumed):
+        assert resumed.step in before.waiting_steps
+    for parked in advance.facts_of(StepParked):
+        assert parked.step in after.waiting_steps | after.completed_steps or after.status.is_final
+        assert parked.timer is None or parked.timer in after.timers or after.status.is_final
+    for failed in advance.facts_of(AttemptFailed):
+        if failed.will_retry:
+            assert failed.retry in after.timers or after.status.is_final
+        else:
+            assert after.status is Status.FAILED
+    ended = {InstanceCompleted: Status.COMPLETED, InstanceFailed: Status.FAILED}
+    ended[InstanceCancelled] = Status.CANCELLED
+    for kind, status in ended.items():
+        became = after.status is status and before.status is not status
+        assert len(advance.facts_of(kind)) == (1 if became else 0), (kind, facts)
+    for failure in advance.facts_of(InstanceFailed):
+        assert failure.reason == after.error
 
 
 def reached(run: Run) -> set[str]:

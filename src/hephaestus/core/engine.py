@@ -1,10 +1,14 @@
-"""The pure engine: `(definition, instance, input, now) -> (instance, commands)`.
+"""The pure engine: `(definition, instance, input, now) -> (instance, commands, facts)`.
 
 Nothing here reads a clock, touches storage or starts a task: timestamps come
-in as arguments, and what must happen next comes out as commands. A step
-failure is never raised; it becomes part of the returned instance. Only bad
-caller input (an event nobody waits for, a finished instance) raises, and then
-the instance is untouched.
+in as arguments, what must happen next comes out as commands, and what
+happened comes out as facts (`hephaestus.core.facts`: a step completed,
+parked, was resumed, an attempt failed, the instance finished, ...), so a
+runner reports an engine call without comparing instances. Every entry point
+that changes an instance answers with an `Advance`. A step failure is never
+raised; it becomes part of the returned instance. Only bad caller input (an
+event nobody waits for, a finished instance) raises, and then the instance is
+untouched.
 
 Join semantics: a step with several predecessors is a join. It runs once,
 when a completed predecessor's transition has led to it and every other
@@ -24,13 +28,29 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from hephaestus.core.commands import Command, RunStep, StopSteps
 from hephaestus.core.context import Context, to_json_value
 from hephaestus.core.definition import WorkflowDefinition
+from hephaestus.core.facts import (
+    AttemptFailed,
+    CancelRequested,
+    Completion,
+    EventAccepted,
+    Fact,
+    InstanceCancelled,
+    InstanceCompleted,
+    InstanceFailed,
+    Resumption,
+    StepCompleted,
+    StepParked,
+    StepResumed,
+    TimerCancelled,
+    TimerScheduled,
+)
 from hephaestus.core.instance import ExecutionEntry, InboxItem, Instance, Status, Timer
-from hephaestus.core.outcomes import Async, Error, Ok
+from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     AmbiguousEventError,
@@ -52,6 +72,7 @@ __all__ = [
     "check_event_data",
     "complete_step",
     "drain_inbox",
+    "expects_result",
     "fail",
     "fire_timers",
     "new_instance",
@@ -62,12 +83,20 @@ __all__ = [
 ]
 
 
+_F = TypeVar("_F")
+
+
 @dataclass(frozen=True, slots=True)
 class Advance:
-    """The engine's answer: the next instance and what the runner must do."""
+    """The engine's answer: the next instance, what the runner must do, and what happened."""
 
     instance: Instance
     commands: list[Command] = field(default_factory=list)
+    facts: tuple[Fact, ...] = ()
+
+    def facts_of(self, kind: type[_F]) -> list[_F]:
+        """The facts of one kind, in order."""
+        return [fact for fact in self.facts if isinstance(fact, kind)]
 
 
 class _Draft:
@@ -81,6 +110,7 @@ class _Draft:
         "configs",
         "context",
         "error",
+        "facts",
         "history",
         "history_base",
         "inbox",
@@ -105,6 +135,7 @@ class _Draft:
         self.configs: Mapping[str, Any] = instance.step_configs
         self.metadata: Mapping[str, Any] = instance.runtime_metadata
         self.commands: list[Command] = []
+        self.facts: list[Fact] = []
         self.error = instance.error
 
     def freeze(self, instance: Instance, now: datetime) -> Advance:
@@ -128,6 +159,7 @@ class _Draft:
                 updated_at=now,
             ),
             self.commands,
+            tuple(self.facts),
         )
 
 
@@ -173,32 +205,39 @@ def complete_step(
 ) -> Advance:
     """Apply what attempt `attempt` of `step` returned (or `Error` for a raised exception).
 
-    A result for a step that is no longer active at that attempt (the instance
-    was cancelled or failed, the attempt already failed and a retry is pending,
-    or the result is a duplicate) changes nothing.
+    A result the instance no longer expects (see `expects_result`) changes nothing.
     """
-    if (
-        instance.status not in (Status.RUNNING, Status.WAITING)
-        or step not in instance.active_steps
-        or instance.attempts.get(step) != attempt
-        or any(t.kind == "retry" and t.step == step for t in instance.timers)
-    ):
+    if not expects_result(instance, step, attempt):
         return Advance(instance, [])
     draft = _Draft(instance)
-    if isinstance(outcome, str):
-        outcome = Ok(outcome)
+    outcome = as_outcome(outcome)
     if isinstance(outcome, Ok):
-        problem = _finish(definition, draft, step, outcome, attempt, now, duration)
+        problem = _finish(definition, draft, step, outcome, attempt, now, duration, "attempt")
     elif isinstance(outcome, Async):
-        problem = _park(definition, draft, step, outcome, instance.revision, now)
+        problem = _park(definition, draft, step, outcome, attempt, instance.revision, now, duration)
     elif isinstance(outcome, Error):
-        problem = _failed_attempt(definition, draft, step, outcome, attempt, now)
+        problem = _failed_attempt(definition, draft, step, outcome, attempt, now, duration)
     else:
         problem = (
             f"step {definition.nodes[step].name} returned {outcome!r}; return Ok(event), "
             "an event str, Async() or Error(reason)"
         )
     return _close(definition, draft, instance, problem, now)
+
+
+def expects_result(instance: Instance, step: str, attempt: int) -> bool:
+    """Whether `instance` still waits for the result of attempt `attempt` of `step`.
+
+    It does not when the instance finished (cancelled, failed), the step is no
+    longer active at that attempt (the result is a duplicate, or stale), or
+    that attempt already failed and its retry is pending.
+    """
+    return (
+        instance.status.is_active
+        and step in instance.active_steps
+        and instance.attempts.get(step) == attempt
+        and not any(t.kind == "retry" and t.step == step for t in instance.timers)
+    )
 
 
 def resume_target(
@@ -258,10 +297,7 @@ def resume(
     """
     target = resume_target(definition, instance, event, step)
     draft = _Draft(instance)
-    _wake(draft, target)
-    problem = _finish(
-        definition, draft, target, Ok(event, data), draft.attempts.get(target, 1), now, 0.0
-    )
+    problem = _resume(definition, draft, target, Ok(event, data), "event", now)
     return _close(definition, draft, instance, problem, now)
 
 
@@ -287,7 +323,7 @@ def accept_event(
     step: str | None = None,
     data: Mapping[str, Any] | None = None,
     held: bool = False,
-) -> Instance:
+) -> Advance:
     """Record `event` (with `data`) in the instance's inbox for its owner to apply.
 
     Accepted when a waiting step declares it, or when a step that can still
@@ -335,9 +371,7 @@ def accept_event(
                 f"that can still come to wait does; waiting steps and their events: {awaited}"
             )
     item = InboxItem(kind="event", at=now, event=event, step=step, data=data, held=held)
-    return instance.evolve(
-        inbox=(*instance.inbox, item), revision=instance.revision + 1, updated_at=now
-    )
+    return _to_inbox(instance, item, EventAccepted(event, step, held), now)
 
 
 def check_active(instance: Instance, event: str) -> None:
@@ -349,13 +383,10 @@ def check_active(instance: Instance, event: str) -> None:
         )
 
 
-def request_cancel(instance: Instance, *, now: datetime) -> Instance:
+def request_cancel(instance: Instance, *, now: datetime) -> Advance:
     """Record a cancel request in the inbox; the owner stops the running steps and cancels."""
     _check_cancellable(instance)
-    item = InboxItem(kind="cancel", at=now)
-    return instance.evolve(
-        inbox=(*instance.inbox, item), revision=instance.revision + 1, updated_at=now
-    )
+    return _to_inbox(instance, InboxItem(kind="cancel", at=now), CancelRequested(), now)
 
 
 def drain_inbox(definition: WorkflowDefinition, instance: Instance, now: datetime) -> Advance:
@@ -392,16 +423,7 @@ def fire_timers(definition: WorkflowDefinition, instance: Instance, now: datetim
                 draft.attempts[timer.step] = attempt
                 draft.commands.append(RunStep(timer.step, attempt))
         elif timer.step in draft.waiting and timer.event is not None:
-            _wake(draft, timer.step)
-            problem = _finish(
-                definition,
-                draft,
-                timer.step,
-                Ok(timer.event),
-                draft.attempts.get(timer.step, 1),
-                now,
-                0.0,
-            )
+            problem = _resume(definition, draft, timer.step, Ok(timer.event), "timer", now)
             if problem is not None:
                 return _fail_draft(draft, instance, problem, now)
     return _close(definition, draft, instance, None, now)
@@ -415,11 +437,12 @@ def add_timer(
     *,
     now: datetime,
     event: str | None = None,
-) -> tuple[Instance, Timer]:
+) -> Advance:
     """Schedule a durable resume of `step` with `event` after `delay` seconds.
 
     Without `event`, the step's `timeout` event is used if it declares one, else
     its only event. When the timer fires, it resumes the step if it is waiting.
+    The timer is in the answer's `TimerScheduled` fact.
     """
     if instance.status.is_final:
         raise InstanceNotWaitingError(
@@ -458,7 +481,7 @@ def add_timer(
     updated = instance.evolve(
         timers=(*instance.timers, timer), revision=instance.revision + 1, updated_at=now
     )
-    return updated, timer
+    return Advance(updated, [], (TimerScheduled(timer),))
 
 
 def check_delay(delay: object) -> None:
@@ -474,15 +497,17 @@ def check_delay(delay: object) -> None:
         )
 
 
-def cancel_timer(instance: Instance, timer_id: str, *, now: datetime) -> Instance:
+def cancel_timer(instance: Instance, timer_id: str, *, now: datetime) -> Advance:
     """Remove the pending timer `timer_id`; raises `TimerNotFoundError` if there is none."""
-    remaining = tuple(t for t in instance.timers if t.id != timer_id)
-    if len(remaining) == len(instance.timers):
+    timer = next((t for t in instance.timers if t.id == timer_id), None)
+    if timer is None:
         raise TimerNotFoundError(
             f"instance {instance.id} has no pending timer {timer_id!r} (it fired, was "
             f"cancelled, or never existed); pending: {[t.id for t in instance.timers]}"
         )
-    return instance.evolve(timers=remaining, revision=instance.revision + 1, updated_at=now)
+    remaining = tuple(t for t in instance.timers if t is not timer)
+    updated = instance.evolve(timers=remaining, revision=instance.revision + 1, updated_at=now)
+    return Advance(updated, [], (TimerCancelled(timer),))
 
 
 def cancel(instance: Instance, *, now: datetime) -> Advance:
@@ -491,7 +516,7 @@ def cancel(instance: Instance, *, now: datetime) -> Advance:
     updated = instance.evolve(
         status=Status.CANCELLED, timers=(), revision=instance.revision + 1, updated_at=now
     )
-    return Advance(updated, [StopSteps(instance.active_steps)])
+    return Advance(updated, [StopSteps(instance.active_steps)], (InstanceCancelled(),))
 
 
 def fail(instance: Instance, reason: str, *, now: datetime) -> Advance:
@@ -521,6 +546,13 @@ def recover(instance: Instance) -> list[Command]:
 
 #: The longest wait a timer may have, in seconds (about 100 years); `datetime` overflows later.
 _MAX_DELAY = 100 * 366 * 86400.0
+
+
+def _to_inbox(instance: Instance, item: InboxItem, fact: Fact, now: datetime) -> Advance:
+    updated = instance.evolve(
+        inbox=(*instance.inbox, item), revision=instance.revision + 1, updated_at=now
+    )
+    return Advance(updated, [], (fact,))
 
 
 def _check_cancellable(instance: Instance) -> None:
@@ -556,6 +588,7 @@ def _consume_inbox(definition: WorkflowDefinition, draft: _Draft, now: datetime)
         draft.status = Status.CANCELLED
         draft.timers = []
         draft.inbox = tuple(item for item in draft.inbox if item.kind != "cancel")
+        draft.facts.append(InstanceCancelled())
         return None
     progressed = True
     while progressed:
@@ -565,17 +598,8 @@ def _consume_inbox(definition: WorkflowDefinition, draft: _Draft, now: datetime)
             if target is None:
                 continue
             draft.inbox = tuple(other for other in draft.inbox if other is not item)
-            _wake(draft, target)
             assert item.event is not None
-            problem = _finish(
-                definition,
-                draft,
-                target,
-                Ok(item.event, item.data),
-                draft.attempts.get(target, 1),
-                now,
-                0.0,
-            )
+            problem = _resume(definition, draft, target, Ok(item.event, item.data), "event", now)
             if problem is not None:
                 return problem
             progressed = True
@@ -609,15 +633,26 @@ def _fail_draft(draft: _Draft, instance: Instance, reason: str, now: datetime) -
     draft.status = Status.FAILED
     draft.error = reason
     draft.timers = []
-    return Advance(
-        draft.freeze(instance, now).instance, [StopSteps(still_running)] if still_running else []
-    )
+    draft.commands = [StopSteps(still_running)] if still_running else []
+    draft.facts.append(InstanceFailed(reason))
+    return draft.freeze(instance, now)
 
 
-def _wake(draft: _Draft, step: str) -> None:
+def _resume(
+    definition: WorkflowDefinition,
+    draft: _Draft,
+    step: str,
+    outcome: Ok,
+    source: Resumption,
+    now: datetime,
+) -> str | None:
+    """Wake the waiting `step` and complete it with `outcome`; a message if that fails."""
     draft.waiting.discard(step)
     draft.active.add(step)
     draft.timers = [t for t in draft.timers if t.step != step]
+    draft.facts.append(StepResumed(step, outcome.event, source))
+    attempt = draft.attempts.get(step, 1)
+    return _finish(definition, draft, step, outcome, attempt, now, 0.0, source)
 
 
 def _activate(definition: WorkflowDefinition, draft: _Draft, key: str, now: datetime) -> None:
@@ -626,8 +661,10 @@ def _activate(definition: WorkflowDefinition, draft: _Draft, key: str, now: date
         draft.configs = {**draft.configs, key: node.config}
     if node.step.terminal:
         # Done does no work: completing it here saves a task, a thread hop and a write.
+        event = node.events[0]
         draft.completed.add(key)
-        draft.history.append(ExecutionEntry(step=key, event=node.events[0], timestamp=now))
+        draft.history.append(ExecutionEntry(step=key, event=event, timestamp=now))
+        draft.facts.append(StepCompleted(key, event, "engine", 1, 0.0, (), ()))
         return
     draft.active.add(key)
     draft.attempts[key] = 1
@@ -642,6 +679,7 @@ def _finish(
     attempt: int,
     now: datetime,
     duration: float,
+    source: Completion,
 ) -> str | None:
     """Complete `step` with `outcome` and activate what follows; a message if that fails."""
     node = definition.nodes[step]
@@ -677,6 +715,7 @@ def _finish(
     draft.active.discard(step)
     draft.attempts.pop(step, None)
     draft.completed.add(step)
+    at = len(draft.facts)  # its fact goes before those of the steps it starts (Done's)
     draft.history.append(
         ExecutionEntry(
             step=step,
@@ -688,11 +727,25 @@ def _finish(
             targets=targets,
         )
     )
-    for target in targets:
-        if target not in definition.joins:
-            _activate(definition, draft, target, now)
+    started = [target for target in targets if target not in definition.joins]
+    for target in started:
+        _activate(definition, draft, target, now)
     if definition.joins:
-        _activate_ready_joins(definition, draft, now)
+        started += _activate_ready_joins(definition, draft, now)
+    draft.facts.insert(
+        at,
+        StepCompleted(
+            step,
+            outcome.event,
+            source,
+            attempt,
+            duration,
+            targets,
+            tuple(started),
+            has_updates=updates is not None,
+            has_metadata=outcome.metadata is not None,
+        ),
+    )
     return None
 
 
@@ -712,7 +765,11 @@ def _choose_route(definition: WorkflowDefinition, draft: _Draft, step: str, even
     return key
 
 
-def _activate_ready_joins(definition: WorkflowDefinition, draft: _Draft, now: datetime) -> None:
+def _activate_ready_joins(
+    definition: WorkflowDefinition, draft: _Draft, now: datetime
+) -> list[str]:
+    """Activate every join that is ready now; the ones activated."""
+    activated: list[str] = []
     reached = {
         target
         for entries in (draft.history_base, draft.history)
@@ -730,6 +787,8 @@ def _activate_ready_joins(definition: WorkflowDefinition, draft: _Draft, now: da
         live = draft.active | draft.waiting
         if all(p in draft.completed or not _can_still_run(definition, p, live) for p in preds):
             _activate(definition, draft, join, now)
+            activated.append(join)
+    return activated
 
 
 def _can_still_run(definition: WorkflowDefinition, step: str, live: set[str]) -> bool:
@@ -743,13 +802,16 @@ def _park(
     draft: _Draft,
     step: str,
     outcome: Async,
+    attempt: int,
     revision: int,
     now: datetime,
+    duration: float,
 ) -> str | None:
     node = definition.nodes[step]
     draft.active.discard(step)
     draft.waiting.add(step)
     delay = outcome.resume_after
+    timer = None
     if delay is not None:
         if (
             isinstance(delay, bool)
@@ -767,15 +829,15 @@ def _park(
                 f"UndeclaredEventError: step {node.name} parked with a timer that would emit "
                 f"{outcome.timeout_event!r}, which it does not declare"
             )
-        draft.timers.append(
-            Timer(
-                id=f"{step}@{revision + 1}",
-                step=step,
-                due_at=now + timedelta(seconds=delay),
-                kind="resume",
-                event=outcome.timeout_event,
-            )
+        timer = Timer(
+            id=f"{step}@{revision + 1}",
+            step=step,
+            due_at=now + timedelta(seconds=delay),
+            kind="resume",
+            event=outcome.timeout_event,
         )
+        draft.timers.append(timer)
+    draft.facts.append(StepParked(step, attempt, duration, timer))
     return None
 
 
@@ -786,19 +848,21 @@ def _failed_attempt(
     outcome: Error,
     attempt: int,
     now: datetime,
+    duration: float,
 ) -> str | None:
     node = definition.nodes[step]
     policy = node.step.retry
     if attempt < policy.max_attempts:
-        draft.timers.append(
-            Timer(
-                id=f"{step}#{attempt + 1}",
-                step=step,
-                due_at=now + timedelta(seconds=min(policy.delay(attempt), _MAX_DELAY)),
-                kind="retry",
-            )
+        retry = Timer(
+            id=f"{step}#{attempt + 1}",
+            step=step,
+            due_at=now + timedelta(seconds=min(policy.delay(attempt), _MAX_DELAY)),
+            kind="retry",
         )
+        draft.timers.append(retry)
+        draft.facts.append(AttemptFailed(step, attempt, outcome.reason, duration, retry))
         return None
+    draft.facts.append(AttemptFailed(step, attempt, outcome.reason, duration))
     attempts = "1 attempt" if attempt == 1 else f"{attempt} attempts"
     return f"step {node.name} failed after {attempts}: {outcome.reason}"
 
@@ -813,7 +877,9 @@ def _settle(definition: WorkflowDefinition, draft: _Draft) -> None:
         draft.status = Status.WAITING
     elif any(definition.nodes[key].step.terminal for key in draft.completed):
         draft.status = Status.COMPLETED
+        draft.facts.append(InstanceCompleted())
     else:
         # Unreachable for a validated graph; kept so a bug shows as a failure, not a hang.
         draft.status = Status.FAILED
         draft.error = "the instance stopped before reaching Done (no step is active or waiting)"
+        draft.facts.append(InstanceFailed(draft.error))

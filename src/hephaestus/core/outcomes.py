@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Async", "Error", "Ok", "Outcome", "Retry"]
+__all__ = ["Async", "Error", "Ok", "Outcome", "Retry", "as_outcome"]
 
 Backoff = Literal["exponential", "linear", "constant"]
 _BACKOFFS = ("exponential", "linear", "constant")
@@ -54,6 +54,11 @@ class Error:
 
 
 Outcome = Ok | Async | Error | str
+
+
+def as_outcome(returned: object) -> object:
+    """What a step returned, with a bare event name read as `Ok(event)`; anything else as is."""
+    return Ok(returned) if isinstance(returned, str) else returned
 
 
 @dataclass(frozen=True, slots=True)

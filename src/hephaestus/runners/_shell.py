@@ -2,8 +2,9 @@
 
 Running one attempt of a step (sync steps in a thread, async ones awaited,
 with the step's timeout, exceptions turned into `Error`), finding the
-definition an instance runs on, and emitting the telemetry that follows an
-engine decision. Runners differ only in how they schedule and serialise work.
+definition an instance runs on. The telemetry that follows an engine decision
+is `telemetry.lifecycle.report`, from the decision's facts. Runners differ only
+in how they schedule and serialise work.
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ from hephaestus.core.definition import (
     workflow_name,
 )
 from hephaestus.core.engine import Advance
-from hephaestus.core.instance import Instance, Status
+from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
-from hephaestus.core.outcomes import Async, Error, Ok
+from hephaestus.core.outcomes import Error
 from hephaestus.core.step import Step
 from hephaestus.errors import InvalidEventError, WorkflowDefinitionError
 from hephaestus.telemetry import lifecycle
-from hephaestus.telemetry._emit import any_listener
 
 __all__ = [
     "Clock",
@@ -44,7 +44,6 @@ __all__ = [
     "check_event",
     "idempotency_key",
     "new_instance",
-    "report_advance",
     "run_attempt",
     "step_key",
     "utc_now",
@@ -204,61 +203,3 @@ async def run_attempt(
     except Exception as exc:
         return StepRun(Error(f"{type(exc).__name__}: {exc}"), time.perf_counter() - started, exc)
     return StepRun(outcome, time.perf_counter() - started)
-
-
-def report_advance(
-    before: Instance,
-    after: Instance,
-    *,
-    step: str | None = None,
-    attempt: int | None = None,
-    run: StepRun | None = None,
-    resumed_with: str | None = None,
-    source: str = "event",
-) -> None:
-    """Emit the telemetry of one persisted engine decision."""
-    if not any_listener():
-        return  # the common case: nobody listens, so skip working out what happened
-    outcome = run.outcome if run is not None else None
-    if isinstance(outcome, str):
-        outcome = Ok(outcome)
-    if step is not None and run is not None and attempt is not None:
-        if after.status is Status.FAILED and not isinstance(outcome, Error):
-            pass  # the step's result broke a rule; the workflow exception below says which
-        elif isinstance(outcome, Ok):
-            lifecycle.step_stop(after, step, attempt, run.duration, outcome.event)
-        elif isinstance(outcome, Async):
-            lifecycle.step_async(after, step, attempt, run.duration)
-        elif isinstance(outcome, Error):
-            will_retry = any(t.step == step and t.kind == "retry" for t in after.timers)
-            lifecycle.step_exception(
-                after,
-                step,
-                attempt,
-                run.duration,
-                outcome.reason,
-                exception=run.exception,
-                will_retry=will_retry,
-            )
-    if resumed_with is not None and step is not None:
-        wait = (after.updated_at - before.updated_at).total_seconds()
-        lifecycle.step_resume(after, step, resumed_with, source, wait)
-    completed_now = len(after.completed_steps) - len(before.completed_steps)
-    if completed_now > 0:
-        newly_done = after.completed_steps - before.completed_steps
-        for entry in after.execution_history[len(before.execution_history) :]:
-            targets = sorted(
-                (after.active_steps | after.waiting_steps | newly_done)
-                - (before.active_steps | before.waiting_steps | before.completed_steps)
-                - {entry.step}
-            )
-            if targets:
-                lifecycle.workflow_transition(after, entry.step, entry.event, targets)
-        lifecycle.engine_advance(after, run.duration if run else 0.0, completed_now)
-    if before.status is not after.status:
-        if after.status is Status.COMPLETED:
-            lifecycle.workflow_stop(after)
-        elif after.status is Status.FAILED:
-            lifecycle.workflow_exception(after)
-        elif after.status is Status.CANCELLED:
-            lifecycle.workflow_stop(after)

@@ -28,6 +28,7 @@ from typing import Any
 
 from hephaestus.core import engine
 from hephaestus.core.definition import BaseWorkflow
+from hephaestus.core.facts import TimerScheduled
 from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
 from hephaestus.core.step import Step
@@ -77,7 +78,7 @@ class StorageWriter:
             definition = self.definitions.get(instance)
             return engine.accept_event(
                 definition, instance, event, now=self.now(), step=step, data=data
-            )
+            ).instance
 
         await self._write(id, decide)
 
@@ -86,7 +87,7 @@ class StorageWriter:
 
         def decide(instance: Instance) -> Instance:
             if instance.active_steps:
-                return engine.request_cancel(instance, now=self.now())
+                return engine.request_cancel(instance, now=self.now()).instance
             return engine.cancel(instance, now=self.now()).instance
 
         return await self._write(id, decide)
@@ -96,18 +97,20 @@ class StorageWriter:
 
         def decide(instance: Instance) -> Instance:
             definition = self.definitions.get(instance)
-            updated, timer = engine.add_timer(
+            advance = engine.add_timer(
                 definition, instance, step, delay, now=self.now(), event=event
             )
+            [scheduled] = advance.facts_of(TimerScheduled)
+            timer = scheduled.timer
             made[:] = [TimerHandle(id, timer.id, timer.step, timer.due_at)]
-            return updated
+            return advance.instance
 
         await self._write(id, decide)
         return made[0]
 
     async def cancel_timer(self, id: str, timer_id: str) -> None:
         await self._write(
-            id, lambda instance: engine.cancel_timer(instance, timer_id, now=self.now())
+            id, lambda instance: engine.cancel_timer(instance, timer_id, now=self.now()).instance
         )
 
     async def _write(self, id: str, decide: Callable[[Instance], Instance]) -> Instance:

@@ -52,7 +52,8 @@ from hephaestus.core.definition import (
     WorkflowDefinition,
 )
 from hephaestus.core.engine import Advance
-from hephaestus.core.instance import Instance, Status
+from hephaestus.core.facts import TimerScheduled
+from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
 from hephaestus.core.step import Step
 from hephaestus.errors import (
@@ -72,7 +73,6 @@ from hephaestus.runners._shell import (
     StepRun,
     check_event,
     new_instance,
-    report_advance,
     run_attempt,
     step_key,
     utc_now,
@@ -440,10 +440,16 @@ class _Actor:
 
     # -- applying messages --
 
-    async def _apply(self, decide: Callable[[Instance], Advance]) -> Advance:
-        """Decide with the engine, persist, then carry out the commands.
+    async def _apply(
+        self,
+        decide: Callable[[Instance], Advance],
+        *,
+        exception: BaseException | None = None,
+    ) -> Advance:
+        """Decide with the engine, persist, carry out the commands, then report the facts.
 
         If another writer changed the instance first, re-read it and decide again.
+        `exception` is what the attempt whose result is applied raised, if it did.
         """
         storage = self.runner._storage_or_raise()
         for _ in range(_CONFLICT_RETRIES):
@@ -464,6 +470,7 @@ class _Actor:
             self.instance = advance.instance
             self.runner._note_timers(advance.instance)
             self._carry_out(advance.commands)
+            lifecycle.report(advance, since=before.updated_at, exception=exception)
             return advance
         raise ConcurrencyError(
             f"instance {self.id} kept changing while runner {self.runner.id} applied a "
@@ -525,9 +532,7 @@ class _Actor:
         definition = self.definition
         if isinstance(message, _StepDone):
             self.running.pop(message.step, None)
-            before = self.instance
-            assert before is not None
-            advance = await self._apply(
+            await self._apply(
                 lambda inst: engine.complete_step(
                     definition,
                     inst,
@@ -536,26 +541,14 @@ class _Actor:
                     attempt=message.attempt,
                     now=now(),
                     duration=message.run.duration,
-                )
+                ),
+                exception=message.run.exception,
             )
-            if advance.instance is not before:
-                report_advance(
-                    before,
-                    advance.instance,
-                    step=message.step,
-                    attempt=message.attempt,
-                    run=message.run,
-                )
         elif isinstance(message, _Resume):
             await self._reply(message.reply, self._resume(message))
         elif isinstance(message, _FireTimers):
             try:
-                before = self.instance
-                assert before is not None
-                advance = await self._apply(
-                    lambda inst: engine.fire_timers(definition, inst, now())
-                )
-                self._report_timer_resumes(before, advance.instance)
+                await self._apply(lambda inst: engine.fire_timers(definition, inst, now()))
             finally:
                 self.runner._timer_fired(self.id)
         elif isinstance(message, _Begin):
@@ -571,31 +564,20 @@ class _Actor:
             self.instance = await self.runner._storage_or_raise().get(self.id)
             await self._drain()
         elif isinstance(message, _Cancel):
-            before = self.instance
             await self._reply(
                 message.reply, self._apply(lambda inst: engine.cancel(inst, now=now()))
             )
-            if before is not None and self.instance is not None and self.instance is not before:
-                report_advance(before, self.instance)
         elif isinstance(message, _Schedule):
             await self._reply(message.reply, self._schedule(message))
         elif isinstance(message, _CancelTimer):
             await self._reply(
                 message.reply,
-                self._apply(
-                    lambda inst: Advance(engine.cancel_timer(inst, message.timer_id, now=now()))
-                ),
+                self._apply(lambda inst: engine.cancel_timer(inst, message.timer_id, now=now())),
             )
 
     async def _drain(self) -> None:
-        before = self.instance
-        assert before is not None
         definition = self.definition
-        advance = await self._apply(
-            lambda inst: engine.drain_inbox(definition, inst, self.runner._now())
-        )
-        if advance.instance is not before:
-            report_advance(before, advance.instance)
+        await self._apply(lambda inst: engine.drain_inbox(definition, inst, self.runner._now()))
 
     async def _reply(self, reply: asyncio.Future[Any], work: Any) -> None:
         """Run `work`; caller errors (bad event, finished instance) go back to the caller."""
@@ -625,20 +607,16 @@ class _Actor:
             reply.set_result(None if isinstance(result, Advance) else result)
 
     async def _resume(self, message: _Resume) -> None:
-        before = self.instance
-        assert before is not None
         definition = self.definition
-        target: list[str] = []
 
         def decide(inst: Instance) -> Advance:
             try:
-                target[:] = [engine.resume_target(definition, inst, message.event, message.step)]
+                engine.resume_target(definition, inst, message.event, message.step)
             except AmbiguousEventError:
                 raise
             except (InstanceNotWaitingError, InvalidEventError):
                 # No step waits for it yet: hold it if one still can (else this raises).
-                target[:] = []
-                held = engine.accept_event(
+                return engine.accept_event(
                     definition,
                     inst,
                     message.event,
@@ -647,7 +625,6 @@ class _Actor:
                     data=message.data,
                     held=True,
                 )
-                return Advance(held)
             return engine.resume(
                 definition,
                 inst,
@@ -657,15 +634,11 @@ class _Actor:
                 data=message.data,
             )
 
-        advance = await self._apply(decide)
-        if target:
-            report_advance(before, advance.instance, step=target[0], resumed_with=message.event)
+        await self._apply(decide)
 
     async def _schedule(self, message: _Schedule) -> TimerHandle:
-        made: list[Any] = []
-
-        def decide(inst: Instance) -> Advance:
-            updated, timer = engine.add_timer(
+        advance = await self._apply(
+            lambda inst: engine.add_timer(
                 self.definition,
                 inst,
                 message.step,
@@ -673,24 +646,10 @@ class _Actor:
                 now=self.runner._now(),
                 event=message.event,
             )
-            made[:] = [timer]
-            return Advance(updated)
-
-        await self._apply(decide)
-        timer = made[0]
+        )
+        [scheduled] = advance.facts_of(TimerScheduled)
+        timer = scheduled.timer
         return TimerHandle(self.id, timer.id, timer.step, timer.due_at)
-
-    def _report_timer_resumes(self, before: Instance, after: Instance) -> None:
-        if after is before:
-            return
-        resumed = (before.waiting_steps - after.waiting_steps) & after.completed_steps
-        for step in sorted(resumed):
-            event = next(
-                (e.event for e in reversed(after.execution_history) if e.step == step), "timeout"
-            )
-            report_advance(before, after, step=step, resumed_with=event, source="timer")
-        if not resumed:
-            report_advance(before, after)
 
 
 # --- the runner --------------------------------------------------------------------------
@@ -856,8 +815,7 @@ class LocalRunner:
         await storage.put(advance.instance, None, owner=self.id)
         lifecycle.workflow_start(advance.instance)
         self._spawn(id, advance.instance).tell(_Begin(advance.commands))
-        if advance.instance.status is Status.COMPLETED:
-            lifecycle.workflow_stop(advance.instance)
+        lifecycle.report(advance)
         return id
 
     async def resume(

@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, LiteralString
@@ -48,10 +48,11 @@ from hephaestus.core import engine
 from hephaestus.core.commands import Command, RunStep
 from hephaestus.core.context import to_json_value
 from hephaestus.core.definition import BaseWorkflow
-from hephaestus.core.engine import Advance
-from hephaestus.core.instance import Instance, Timer
+from hephaestus.core.engine import Advance, expects_result
+from hephaestus.core.facts import TimerScheduled
+from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
-from hephaestus.core.outcomes import Async, Error, Ok
+from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     AmbiguousEventError,
@@ -67,7 +68,6 @@ from hephaestus.runners._shell import (
     StepRun,
     check_event,
     new_instance,
-    report_advance,
     run_attempt,
     step_key,
     utc_now,
@@ -103,9 +103,7 @@ def _encode(run: StepRun, step_name: str) -> dict[str, Any]:
     What the engine would refuse is recorded so that it fails the instance with
     the same message as on the local runner.
     """
-    outcome = run.outcome
-    if isinstance(outcome, str):
-        outcome = Ok(outcome)
+    outcome = as_outcome(run.outcome)
     try:
         if isinstance(outcome, Ok):
             return {
@@ -374,6 +372,7 @@ class ProcrastinateRunner:
             await tx.forget_step_results(id)
             await self._dispatch(tx, None, advance)
         lifecycle.workflow_start(advance.instance)
+        lifecycle.report(advance)
         return id
 
     async def resume(
@@ -388,28 +387,23 @@ class ProcrastinateRunner:
         check_event(id, event)
         checked = engine.check_event_data(id, event, data)
         key = step_key(step)
-        resumed: list[str] = []
 
         def decide(instance: Instance) -> Advance:
             definition = self._definitions.get(instance)
             now = self._now()
             try:
-                resumed[:] = [engine.resume_target(definition, instance, event, key)]
+                engine.resume_target(definition, instance, event, key)
             except AmbiguousEventError:
                 raise
             except (InstanceNotWaitingError, InvalidEventError):
                 # No step waits for it yet: held in the inbox until one parks (the
                 # advance job's engine call consumes it), if one still can.
-                resumed[:] = []
-                accepted = engine.accept_event(
+                return engine.accept_event(
                     definition, instance, event, now=now, step=key, data=checked, held=True
                 )
-                return Advance(accepted)
             return engine.resume(definition, instance, event, now=now, step=key, data=checked)
 
-        before, after = await self._apply(id, decide)
-        if resumed:
-            report_advance(before, after, step=resumed[0], resumed_with=event)
+        await self._apply(id, decide)
 
     async def schedule_resume(
         self, id: str, step: str | type[Step], delay: float, *, event: str | None = None
@@ -418,45 +412,41 @@ class ProcrastinateRunner:
         engine.check_delay(delay)
         key = step_key(step)
         assert key is not None
-        made: list[Timer] = []
 
         def decide(instance: Instance) -> Advance:
             definition = self._definitions.get(instance)
-            updated, timer = engine.add_timer(
-                definition, instance, key, delay, now=self._now(), event=event
-            )
-            made[:] = [timer]
-            return Advance(updated)
+            return engine.add_timer(definition, instance, key, delay, now=self._now(), event=event)
 
-        await self._apply(id, decide)
-        timer = made[0]
+        [scheduled] = (await self._apply(id, decide)).facts_of(TimerScheduled)
+        timer = scheduled.timer
         return TimerHandle(id, timer.id, timer.step, timer.due_at)
 
     async def cancel_timer(self, handle: TimerHandle) -> None:
         await self._apply(
             handle.instance_id,
-            lambda inst: Advance(engine.cancel_timer(inst, handle.timer_id, now=self._now())),
+            lambda inst: engine.cancel_timer(inst, handle.timer_id, now=self._now()),
         )
 
     async def cancel(self, id: str) -> None:
         validate_id(id)
-        before, after = await self._apply(id, lambda inst: engine.cancel(inst, now=self._now()))
-        report_advance(before, after)
+        await self._apply(id, lambda inst: engine.cancel(inst, now=self._now()))
 
     # -- jobs --
 
     async def _run_step_job(self, instance_id: str, step: str, attempt: int) -> None:
         storage = self._storage_or_raise()
         instance = await storage.get(instance_id)
-        if not _expects(instance, step, attempt):
-            return  # stale: cancelled, failed, or this attempt was already applied
+        if not expects_result(instance, step, attempt):
+            return  # stale: finished, already applied, or failed with its retry pending
         definition = self._definitions.get(instance)
         run = await run_attempt(definition, instance, step, attempt, self._pool)
         async with storage.transaction() as tx:
             # Checked again under the row lock: the instance may have been cancelled, or
             # even replaced by a new instance with the same id, while the step ran.
             current = await tx.get(instance_id, for_update=True)
-            if current.created_at != instance.created_at or not _expects(current, step, attempt):
+            if current.created_at != instance.created_at or not expects_result(
+                current, step, attempt
+            ):
                 return
             outcome = _encode(run, definition.nodes[step].name)
             await tx.record_step_result(instance_id, step, attempt, outcome, run.duration)
@@ -472,16 +462,16 @@ class ProcrastinateRunner:
             results = await tx.step_results(instance_id)
             instance = before
             commands: list[Command] = []
-            reports: list[tuple[Instance, Instance, str, int, StepRun]] = []
+            decisions: list[Advance] = []
             for row in results:
                 outcome = _decode(row["outcome"])
                 now = self._now()
                 if isinstance(outcome, _Invalid):
-                    if not _expects(instance, row["step"], row["attempt"]):
+                    if not expects_result(instance, row["step"], row["attempt"]):
                         continue  # stale, like any result the engine would ignore
-                    step_advance = engine.fail(instance, outcome.message, now=now)
+                    decision = engine.fail(instance, outcome.message, now=now)
                 else:
-                    step_advance = engine.complete_step(
+                    decision = engine.complete_step(
                         definition,
                         instance,
                         row["step"],
@@ -490,24 +480,18 @@ class ProcrastinateRunner:
                         now=now,
                         duration=row["duration"],
                     )
-                if step_advance.instance is not instance:
-                    run = StepRun(outcome, row["duration"])
-                    reports.append(
-                        (instance, step_advance.instance, row["step"], row["attempt"], run)
-                    )
-                instance = step_advance.instance
-                commands.extend(step_advance.commands)
-            timers = engine.fire_timers(definition, instance, self._now())
-            fired_before, instance = instance, timers.instance
-            commands.extend(timers.commands)
+                decisions.append(decision)
+                instance = decision.instance
+                commands.extend(decision.commands)
+            decisions.append(engine.fire_timers(definition, instance, self._now()))
+            instance = decisions[-1].instance
+            commands.extend(decisions[-1].commands)
             await tx.delete_step_results([row["id"] for row in results])
             if instance is not before:
                 await tx.put(instance, before.revision)
                 await self._dispatch(tx, before, Advance(instance, commands))
-        for old, new, step, attempt, run in reports:
-            report_advance(old, new, step=step, attempt=attempt, run=run)
-        if instance is not fired_before:
-            report_advance(fired_before, instance)
+        for decision in decisions:
+            lifecycle.report(decision, since=before.updated_at)
 
     async def _wake_job(self, instance_id: str) -> None:
         await self._enqueue_advance(instance_id)
@@ -533,8 +517,9 @@ class ProcrastinateRunner:
             )
         return self._storage
 
-    async def _apply(self, instance_id: str, decide: Any) -> tuple[Instance, Instance]:
-        """Apply a caller's change under the instance's row lock, with the jobs it implies.
+    async def _apply(self, instance_id: str, decide: Callable[[Instance], Advance]) -> Advance:
+        """Apply a caller's change under the instance's row lock, with the jobs it implies,
+        then report its facts.
 
         Calls for one instance from this process queue here, one at a time: a
         burst of them then holds one pooled connection, never the whole pool
@@ -543,11 +528,12 @@ class ProcrastinateRunner:
         storage = self._storage_or_raise()
         async with self._instance_locks.hold(instance_id), storage.transaction() as tx:
             before = await tx.get(instance_id, for_update=True)
-            advance: Advance = decide(before)
+            advance = decide(before)
             if advance.instance is not before:
                 await tx.put(advance.instance, before.revision)
                 await self._dispatch(tx, before, advance)
-        return before, advance.instance
+        lifecycle.report(advance, since=before.updated_at)
+        return advance
 
     async def _dispatch(
         self, tx: PostgresTransaction, before: Instance | None, advance: Advance
@@ -605,12 +591,3 @@ def _sweep_key(queue: str) -> int:
     """The advisory lock key of `queue`'s sweep: a stable signed 64-bit hash of its name."""
     digest = hashlib.blake2b(f"hephaestus-sweep:{queue}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _expects(instance: Instance, step: str, attempt: int) -> bool:
-    """Whether `instance` still waits for the result of this attempt of `step`."""
-    return (
-        instance.status.is_active
-        and step in instance.active_steps
-        and instance.attempts.get(step) == attempt
-    )

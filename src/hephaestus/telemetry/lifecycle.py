@@ -1,22 +1,36 @@
 """Emitting the lifecycle events of instances and steps, the same way from every runner.
 
-Each helper returns at once when nobody listens to its event, so runners call
-them unconditionally. Durations are seconds (float); `system_time` is epoch
-seconds. Every instance event's metadata carries `instance_id`, `workflow`,
-`workflow_version` and the caller's `telemetry_metadata` (flattened in).
+`report` emits what one stored engine decision did, from the facts the engine
+returned with it; the other helpers emit one event each. They return at once
+when nobody listens, so runners call them unconditionally. Durations are
+seconds (float); `system_time` is epoch seconds. Every instance event's
+metadata carries `instance_id`, `workflow`, `workflow_version` and the
+caller's `telemetry_metadata` (flattened in).
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
+from hephaestus.core.engine import Advance
+from hephaestus.core.facts import (
+    AttemptFailed,
+    InstanceCancelled,
+    InstanceCompleted,
+    InstanceFailed,
+    StepCompleted,
+    StepParked,
+    StepResumed,
+)
 from hephaestus.core.instance import Instance
 from hephaestus.telemetry import events as ev
-from hephaestus.telemetry._emit import _by_event, emit
+from hephaestus.telemetry._emit import _by_event, any_listener, emit
 
 __all__ = [
     "engine_advance",
+    "report",
     "runner_init",
     "step_async",
     "step_exception",
@@ -28,6 +42,60 @@ __all__ = [
     "workflow_stop",
     "workflow_transition",
 ]
+
+
+def report(
+    advance: Advance,
+    *,
+    since: datetime | None = None,
+    exception: BaseException | None = None,
+) -> None:
+    """Emit the events of one stored engine decision, from its facts alone.
+
+    Per fact, in order: `step.stop` (an attempt's `Ok`), `step.async`,
+    `step.exception`, `step.resume` and `workflow.transition` (a completion
+    that started steps); then one `engine.advance` if steps completed; then
+    `workflow.stop` or `workflow.exception`. `since` is when the instance was
+    last stored before this decision (a resume's `wait_duration` counts from
+    it); `exception` is what the applied attempt raised, if it raised.
+    """
+    if not any_listener() or not advance.facts:
+        return  # the common case: nobody listens
+    after = advance.instance
+    completed = 0
+    duration = 0.0
+    for fact in advance.facts:
+        if isinstance(fact, StepCompleted):
+            completed += 1
+            duration += fact.duration
+            if fact.source == "attempt":
+                step_stop(after, fact.step, fact.attempt, fact.duration, fact.event)
+            if fact.started:
+                workflow_transition(after, fact.step, fact.event, sorted(fact.started))
+        elif isinstance(fact, StepParked):
+            duration += fact.duration
+            step_async(after, fact.step, fact.attempt, fact.duration)
+        elif isinstance(fact, AttemptFailed):
+            duration += fact.duration
+            step_exception(
+                after,
+                fact.step,
+                fact.attempt,
+                fact.duration,
+                fact.reason,
+                exception=exception,
+                will_retry=fact.will_retry,
+            )
+        elif isinstance(fact, StepResumed):
+            wait = None if since is None else (after.updated_at - since).total_seconds()
+            step_resume(after, fact.step, fact.event, fact.source, wait)
+    if completed:
+        engine_advance(after, duration, completed)
+    for fact in advance.facts:
+        if isinstance(fact, InstanceCompleted | InstanceCancelled):
+            workflow_stop(after)
+        elif isinstance(fact, InstanceFailed):
+            workflow_exception(after)
 
 
 def _meta(instance: Instance, **extra: Any) -> dict[str, Any]:
