@@ -220,8 +220,8 @@ class _Actor:
     #: The step running inline, while it runs.
     running_inline: str | None = None
     interrupted: bool = False
-    #: A look at the stored inbox for a cancel request, while a step runs inline.
-    peek: asyncio.Task[None] | None = None
+    #: Looks at the stored inbox for a cancel request, while a step runs inline.
+    peeks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def tell(self, message: _Message) -> None:
         self.mailbox.append(message)
@@ -232,7 +232,9 @@ class _Actor:
             self._interrupt()
         elif self.running_inline is not None and isinstance(message, _Drain):
             # A client wrote to the inbox; if it asks for a cancel, the step stops now too.
-            self.peek = asyncio.create_task(self._interrupt_if_cancel_requested())
+            peek = asyncio.create_task(self._interrupt_if_cancel_requested())
+            self.peeks.add(peek)
+            peek.add_done_callback(self.peeks.discard)
 
     def _interrupt(self) -> None:
         """Stop the step the actor runs itself, so that a cancel applies now."""
