@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import signal
 import time
 from collections.abc import Callable, Coroutine, Generator, Mapping
@@ -206,6 +207,10 @@ async def run_attempt(
         return StepRun(Error(_describe(exc)), duration, exc)
     if task.cancelling() > cancels:
         raise asyncio.CancelledError  # the step swallowed the runner's cancellation
+    if isinstance(outcome, Error) and isinstance(outcome.reason, str):
+        reason = _storable_text(outcome.reason)
+        if reason is not outcome.reason:
+            outcome = Error(reason)
     return StepRun(outcome, time.perf_counter() - started)
 
 
@@ -222,8 +227,24 @@ def _call(function: Callable[..., Any], *args: Any) -> tuple[Any, BaseException 
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    text = _storable_text(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable_text(text: str) -> str:
+    """`text` itself, or with NUL characters and lone surrogates written as escapes.
+
+    A failure reason is often an exception's message, which may quote bytes
+    decoded badly; stored as it is, PostgreSQL would refuse its NUL characters
+    and no storage could encode its lone surrogates as UTF-8.
+    """
+    if "\x00" not in text and (text.isascii() or _SURROGATE.search(text) is None):
+        return text
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _raised_by_a_signal(exc: BaseException) -> bool:
