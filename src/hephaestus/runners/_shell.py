@@ -290,14 +290,26 @@ async def _run_with_deadline(
     """
     timed = _Timed(coroutine)
     started = time.perf_counter()
-    inner = asyncio.get_running_loop().create_task(
-        _settled(timed), name=f"hephaestus:{instance_id}:{step}:{attempt}"
-    )
+    loop = asyncio.get_running_loop()
+    inner = loop.create_task(_settled(timed), name=f"hephaestus:{instance_id}:{step}:{attempt}")
+    waiter = (
+        loop.create_future()
+    )  # done when the step ends or at the deadline (asyncio.wait, lighter)
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    inner.add_done_callback(wake)
+    deadline = loop.call_later(timeout, wake)
     try:
-        await asyncio.wait((inner,), timeout=timeout)
+        await waiter
     except asyncio.CancelledError:
         _abandon(inner, instance_id, step, timeout, warn=False)
         raise
+    finally:
+        deadline.cancel()
+        inner.remove_done_callback(wake)
     if not inner.done():
         _abandon(inner, instance_id, step, timeout, warn=True)
         raise TimeoutError(f"still running after {timeout}s")
