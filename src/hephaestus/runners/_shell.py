@@ -194,12 +194,12 @@ async def run_attempt(
             if raised is not None:
                 raise raised
     except BaseException as exc:  # the step's own failures, whatever they derive from
+        if _raised_by_a_signal(exc):
+            raise  # Ctrl-C (or a signal handler's exit) for the process, not the step's failure
         if task.cancelling() > cancels:
             if isinstance(exc, asyncio.CancelledError):
                 raise  # the runner cancelled the attempt: nothing to record
             raise asyncio.CancelledError from exc
-        if _raised_by_a_signal(exc):
-            raise  # Ctrl-C (or a signal handler's exit) for the process, not the step's failure
         duration = time.perf_counter() - started
         if isinstance(exc, TimeoutError) and timeout is not None:
             reason = f"timed out after {timeout}s (attempt {attempt})"
