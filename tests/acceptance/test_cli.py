@@ -31,6 +31,8 @@ from hephaestus.storage.postgres import PostgresStorage
 
 # The directory that holds the `cli_fixtures` package: run from it, the CLI imports it by name.
 PROJECT = Path(__file__).parent
+# The module that defines the fixtures' workflows: a stored workflow name is never imported.
+IMPORT = ("--import", "cli_fixtures.flows")
 # Where the `hephaestus` under test is imported from, so the subprocess runs the same code.
 SOURCE = Path(hephaestus_package.__file__).resolve().parent.parent
 
@@ -269,7 +271,7 @@ def test_graph_draws_ascii_mermaid_and_dot(tmp_path: Path) -> None:
 
 def test_show_lists_the_waiting_step_its_events_and_its_timer(approvals: Path) -> None:
     url = f"sqlite:///{approvals}"
-    shown = hephaestus("instances", "show", "doc::one", "--storage", url, cwd=PROJECT)
+    shown = hephaestus("instances", "show", "doc::one", "--storage", url, *IMPORT, cwd=PROJECT)
     assert shown.returncode == 0, shown.stderr
     pending = shown.stdout[shown.stdout.index("Pending steps") : shown.stdout.index("Graph")]
     (row,) = [line for line in pending.splitlines() if line.startswith("await_approval")]
@@ -282,7 +284,7 @@ def test_show_lists_the_waiting_step_its_events_and_its_timer(approvals: Path) -
 
 def test_show_marks_the_failing_step_of_a_failed_instance(approvals: Path) -> None:
     shown = hephaestus(
-        "instances", "show", "job::one", "--storage", f"sqlite:///{approvals}", cwd=PROJECT
+        "instances", "show", "job::one", "--storage", f"sqlite:///{approvals}", *IMPORT, cwd=PROJECT
     )
     assert shown.returncode == 0, shown.stderr
     assert "status    failed" in shown.stdout
@@ -295,12 +297,14 @@ def test_resume_records_the_event_and_a_runner_runs_the_instance_to_the_end(
 ) -> None:
     url = f"sqlite:///{approvals}"
 
-    # Away from the project the workflow cannot be imported: one line that names it, no change.
-    elsewhere = hephaestus(
-        "instances", "resume", "doc::one", "approved", "--storage", url, cwd=approvals.parent
+    # Without --import the workflow is not known: one line that names it, no change.
+    unknown = hephaestus(
+        "instances", "resume", "doc::one", "approved", "--storage", url, cwd=PROJECT
     )
-    assert_one_line_error(elsewhere, "cli_fixtures.flows.ApprovalFlow", "--import")
-    wrong = hephaestus("instances", "resume", "doc::one", "rejected", "--storage", url, cwd=PROJECT)
+    assert_one_line_error(unknown, "cli_fixtures.flows.ApprovalFlow", "--import cli_fixtures.flows")
+    wrong = hephaestus(
+        "instances", "resume", "doc::one", "rejected", "--storage", url, *IMPORT, cwd=PROJECT
+    )
     assert_one_line_error(wrong, "InvalidEventError", "'rejected'", "approved")
     bad_data = hephaestus(
         "instances",
@@ -327,8 +331,7 @@ def test_resume_records_the_event_and_a_runner_runs_the_instance_to_the_end(
         '{"by": "ada"}',
         "--storage",
         url,
-        "--import",
-        "cli_fixtures.flows",
+        *IMPORT,
         cwd=PROJECT,
     )
     assert recorded.returncode == 0, recorded.stderr
@@ -379,7 +382,9 @@ async def _wait_final(db: Path, instance_id: str) -> Instance:
 
 def test_cancel_stops_a_waiting_instance_for_good(approvals: Path) -> None:
     url = f"sqlite:///{approvals}"
-    cancelled = hephaestus("instances", "cancel", "doc::two", "--storage", url, cwd=PROJECT)
+    cancelled = hephaestus(
+        "instances", "cancel", "doc::two", "--storage", url, *IMPORT, cwd=PROJECT
+    )
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout.startswith("Cancelled doc::two (it was waiting at await_approval)")
 
@@ -388,7 +393,7 @@ def test_cancel_stops_a_waiting_instance_for_good(approvals: Path) -> None:
     assert stored["doc::two"].timers == ()
     assert stored["doc::one"].status is Status.WAITING  # the other one is untouched
 
-    again = hephaestus("instances", "cancel", "doc::two", "--storage", url, cwd=PROJECT)
+    again = hephaestus("instances", "cancel", "doc::two", "--storage", url, *IMPORT, cwd=PROJECT)
     assert_one_line_error(again, "InstanceNotWaitingError", "already cancelled")
 
 
@@ -431,6 +436,47 @@ def test_ids_with_colons_capitals_and_at_signs_are_shown_as_they_are(tmp_path: P
     )
 
 
+def test_a_crafted_row_never_makes_the_cli_import_the_module_it_names(tmp_path: Path) -> None:
+    # A module the CLI could import (the current directory is on its path) that leaves a mark.
+    marker = tmp_path / "imported.marker"
+    (tmp_path / "planted.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n"
+    )
+    db = tmp_path / "flows.db"
+    seed(SQLiteStorage(db))
+
+    async def plant() -> None:
+        async with SQLiteStorage(db) as storage:
+            row = (await storage.get("doc::two")).to_dict()
+            crafted = Instance.from_dict(dict(row, workflow="planted.ApprovalFlow"))
+            await storage.put(crafted, row["revision"])
+
+    asyncio.run(plant())
+    url = f"sqlite:///{db}"
+
+    shown = hephaestus("instances", "show", "doc::two", "--storage", url, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert not marker.exists()
+    assert "workflow  planted.ApprovalFlow" in shown.stdout
+    assert "workflow planted.ApprovalFlow of instance doc::two is not known" in shown.stdout
+    listed = hephaestus(
+        "instances", "list", "--workflow", "planted.ApprovalFlow", "--storage", url, cwd=tmp_path
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "doc::two" in listed.stdout
+    refused = hephaestus(
+        "instances", "resume", "doc::two", "approved", "--storage", url, cwd=tmp_path
+    )
+    assert_one_line_error(refused, "planted.ApprovalFlow", "is not known", "--import planted")
+    assert not marker.exists()
+    assert read_all(db)["doc::two"].status is Status.WAITING
+    # Cancelling a waiting instance needs no workflow: it works, and imports nothing either.
+    cancelled = hephaestus("instances", "cancel", "doc::two", "--storage", url, cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert not marker.exists()
+    assert read_all(db)["doc::two"].status is Status.CANCELLED
+
+
 def test_db_migrate_creates_a_database_the_other_commands_can_use(tmp_path: Path) -> None:
     migrated = hephaestus("db", "migrate", "--storage", "sqlite:///fresh.db", cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
@@ -464,6 +510,7 @@ def test_instances_and_db_migrate_work_on_postgresql(postgres_url: str) -> None:
             "20",
             "--storage",
             postgres_url,
+            *IMPORT,
             cwd=PROJECT,
         )
     assert resumed.stdout.strip().endswith("doc::one is now completed"), resumed.stderr

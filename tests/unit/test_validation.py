@@ -7,6 +7,7 @@ names the workflow, the steps and the events at fault.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 import sys
 import textwrap
@@ -1114,7 +1115,7 @@ class TestLoadWorkflow:
         assert load_workflow(workflow_name(OrderFlow)) is OrderFlow
         assert load_workflow(workflow_name(Orders)) is Orders
 
-    def test_imports_the_module_when_needed(
+    def test_finds_a_nested_class_once_its_module_is_imported(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         module = "shipping_flows_for_load_test"
@@ -1136,12 +1137,16 @@ class TestLoadWorkflow:
         )
         monkeypatch.syspath_prepend(str(tmp_path))
         try:
+            with pytest.raises(WorkflowDefinitionError, match=r"is not registered"):
+                load_workflow(f"{module}.Shipping.Flow")  # not imported yet: not known
+            assert module not in sys.modules
+            importlib.import_module(module)  # what the application does
             flow = load_workflow(f"{module}.Shipping.Flow")
             assert flow.__qualname__ == "Shipping.Flow"
             assert flow.definition().start == "pack"
-            with pytest.raises(WorkflowDefinitionError, match=r"cannot be found"):
+            with pytest.raises(WorkflowDefinitionError, match=r"is not registered"):
                 load_workflow(f"{module}.Pack")
-            with pytest.raises(WorkflowDefinitionError, match=r"cannot be found"):
+            with pytest.raises(WorkflowDefinitionError, match=r"is not registered"):
                 load_workflow(f"{module}.Shipping.Missing")
         finally:
             sys.modules.pop(module, None)
@@ -1149,7 +1154,8 @@ class TestLoadWorkflow:
     def test_unknown_name(self) -> None:
         with pytest.raises(
             WorkflowDefinitionError,
-            match=r"workflow 'nowhere_at_all.Missing' cannot be found: import the module",
+            match=r"workflow 'nowhere_at_all.Missing' is not registered in this process: "
+            r"import the module that defines it \(or pass --import MODULE",
         ):
             load_workflow("nowhere_at_all.Missing")
 

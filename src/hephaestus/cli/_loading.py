@@ -41,6 +41,9 @@ __all__ = [
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
+#: Workflows that ship with Hephaestus, by stored name -> the module (ours) that defines them.
+_BUILTIN_WORKFLOWS = {"hephaestus.demo.DemoOrder": "hephaestus.demo"}
+
 
 class CliError(Exception):
     """Bad input the CLI found itself; its message is shown as it is."""
@@ -64,8 +67,7 @@ def ensure_cwd_on_path() -> None:
 def import_modules(names: Iterable[str]) -> None:
     """Import each of `names` (the `--import` option), so their workflows are registered.
 
-    The current directory goes on `sys.path` even when `names` is empty, so that
-    stored workflow paths resolve the way they do for `python -m`.
+    The current directory goes first on `sys.path`, as with `python -m`.
     """
     ensure_cwd_on_path()
     for name in names:
@@ -118,22 +120,26 @@ def load_targets(spec: str) -> list[Target]:
 
 
 def instance_definition(instance: Instance) -> WorkflowDefinition:
-    """The definition `instance` runs on; a one-line `CliError` hint when it cannot be loaded."""
-    ensure_cwd_on_path()
+    """The definition `instance` runs on; a one-line `CliError` hint when it is not known.
+
+    Only workflows already defined in this process count: the modules named on
+    the command line (`MODULE:Class`, `--import MODULE`) and Hephaestus's own
+    demo. The name stored in the instance is data, so it never chooses a module
+    to import.
+    """
     name = instance.workflow
+    builtin = _BUILTIN_WORKFLOWS.get(name)
+    if builtin is not None:
+        importlib.import_module(builtin)
     try:
         load_workflow(name)
     except WorkflowDefinitionError as exc:
-        if type(exc) is not WorkflowDefinitionError:  # a rule broken while importing it
-            raise CliError(f"importing workflow {name} failed: {_with_location(exc)}") from exc
         module = name.rpartition(".")[0] or name
         raise CliError(
-            f"cannot load workflow {name} of instance {instance.id}: make module {module} "
-            "importable (run from the directory that holds it, or add that to PYTHONPATH) "
-            "or pass --import MODULE"
+            f"workflow {name} of instance {instance.id} is not known: pass --import MODULE "
+            f"with the module that defines it (e.g. --import {module}); a name read from "
+            "storage is never imported"
         ) from exc
-    except Exception as exc:
-        raise CliError(f"importing workflow {name} failed: {_with_location(exc)}") from exc
     try:
         return DefinitionCache().get(instance)
     except WorkflowDefinitionError as exc:

@@ -9,7 +9,6 @@ import, not in production.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -142,31 +141,19 @@ def workflow_name(cls: type) -> str:
 
 
 def load_workflow(name: str) -> type[BaseWorkflow]:
-    """The workflow class stored as `name`, importing its module if needed."""
-    cls = _REGISTRY.get(name)
-    if cls is not None:
-        return cls
-    module_name, _, qualname = name.rpartition(".")
-    while module_name:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            module_name, _, head = module_name.rpartition(".")
-            qualname = f"{head}.{qualname}"
-            continue
-        obj: Any = module
-        try:
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            break
-        if isinstance(obj, type) and issubclass(obj, BaseWorkflow):
-            return obj
-        break
-    raise WorkflowDefinitionError(
-        f"workflow {name!r} cannot be found: import the module that defines it before "
-        "starting the runtime, or check that the class was not renamed"
-    )
+    """The workflow class stored as `name`, among those defined in this process.
+
+    Never imports anything: a stored name comes from data (a row any writer of
+    the storage may have crafted), so it may only pick one of the workflow
+    classes the application already defined by importing its own modules.
+    """
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise WorkflowDefinitionError(
+            f"workflow {name!r} is not registered in this process: import the module that "
+            "defines it (or pass --import MODULE to the hephaestus CLI)"
+        )
+    return cls
 
 
 class StartAttribute:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import re
+import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -173,7 +176,13 @@ async def run_attempt(
     attempt: int,
     executor: Executor | None,
 ) -> StepRun:
-    """Run attempt `attempt` of `step` on `instance`; never raises for the step's own failures."""
+    """Run attempt `attempt` of `step` on `instance`; never raises for the step's own failures.
+
+    Whatever the step raises, `BaseException`s included (`SystemExit`,
+    `KeyboardInterrupt`, a `CancelledError` of its own), fails the attempt.
+    Only a cancellation of the calling task (the runner stopping the step) and
+    an interrupt delivered to the process by a signal propagate.
+    """
     node = definition.nodes[step]
     context = Context(
         initial=instance.context.initial,
@@ -183,6 +192,9 @@ async def run_attempt(
     )
     lifecycle.step_start(instance, step, attempt)
     timeout = node.step.timeout
+    task = asyncio.current_task()
+    assert task is not None, "run_attempt runs in a task"
+    cancels = task.cancelling()
     started = time.perf_counter()
     try:
         impl = node.step()
@@ -190,16 +202,269 @@ async def run_attempt(
             if timeout is None:
                 outcome = await impl.execute(instance, node.config, context)
             else:
-                async with asyncio.timeout(timeout):
-                    outcome = await impl.execute(instance, node.config, context)
+                coroutine = impl.execute(instance, node.config, context)
+                outcome = await _run_with_deadline(coroutine, timeout, instance.id, step, attempt)
         else:
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(executor, impl.execute, instance, node.config, context)
+            future = loop.run_in_executor(
+                executor, _call, impl.execute, instance, node.config, context
+            )
             # A thread cannot be stopped: on timeout its late result is ignored (stale attempt).
-            outcome = await (future if timeout is None else asyncio.wait_for(future, timeout))
-    except TimeoutError as exc:
-        reason = f"timed out after {timeout}s (attempt {attempt})"
-        return StepRun(Error(reason), time.perf_counter() - started, exc)
-    except Exception as exc:
-        return StepRun(Error(f"{type(exc).__name__}: {exc}"), time.perf_counter() - started, exc)
+            outcome, raised = await (
+                future if timeout is None else asyncio.wait_for(future, timeout)
+            )
+            if raised is not None:
+                raise raised
+    except BaseException as exc:  # the step's own failures, whatever they derive from
+        if _raised_by_a_signal(exc):
+            raise  # Ctrl-C (or a signal handler's exit) for the process, not the step's failure
+        if task.cancelling() > cancels:
+            if isinstance(exc, asyncio.CancelledError):
+                raise  # the runner cancelled the attempt: nothing to record
+            raise asyncio.CancelledError from exc
+        duration = time.perf_counter() - started
+        if isinstance(exc, TimeoutError) and timeout is not None:
+            reason = f"timed out after {timeout}s (attempt {attempt})"
+            return StepRun(Error(reason), duration, exc)
+        return StepRun(Error(_describe(exc)), duration, exc)
+    if task.cancelling() > cancels:
+        raise asyncio.CancelledError  # the step swallowed the runner's cancellation
+    if isinstance(outcome, Error) and isinstance(outcome.reason, str):
+        reason = _storable_text(outcome.reason)
+        if reason is not outcome.reason:
+            outcome = Error(reason)
     return StepRun(outcome, time.perf_counter() - started)
+
+
+def _call(function: Callable[..., Any], *args: Any) -> tuple[Any, BaseException | None]:
+    """`(result, None)` or `(None, exception)`: a sync step's exception crosses threads as a value.
+
+    Set on the future as an exception, a `StopIteration` would never reach the
+    event loop (asyncio refuses it, and the attempt would hang).
+    """
+    try:
+        return function(*args), None
+    except BaseException as exc:  # handed to run_attempt, which decides what it means
+        return None, exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = _storable_text(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable_text(text: str) -> str:
+    """`text` itself, or with NUL characters and lone surrogates written as escapes.
+
+    A failure reason is often an exception's message, which may quote bytes
+    decoded badly; stored as it is, PostgreSQL would refuse its NUL characters
+    and no storage could encode its lone surrogates as UTF-8.
+    """
+    if "\x00" not in text and (text.isascii() or _SURROGATE.search(text) is None):
+        return text
+    text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _raised_by_a_signal(exc: BaseException) -> bool:
+    """Whether `exc` came out of the process's SIGINT or SIGTERM handler (a 2nd Ctrl-C, ...).
+
+    Such a handler runs in the main thread, on top of whatever code was running:
+    an async step's, maybe. Its frame is then the innermost of the traceback.
+    """
+    if not isinstance(exc, KeyboardInterrupt | SystemExit) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    for signum in _SIGNALS:
+        handler: Any = signal.getsignal(signum)
+        while isinstance(handler, functools.partial):
+            handler = handler.func
+        if getattr(handler, "__code__", None) is code:
+            return True
+    return False
+
+
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+
+
+#: Async steps still running after their timeout: cancelled, no longer awaited, kept from the
+#: garbage collector until they end.
+_ABANDONED: set[asyncio.Task[Any]] = set()
+#: How long after its timeout an abandoned step may still run before a warning says so.
+_STRAGGLER_WARNING_AFTER = 1.0
+
+
+async def _run_with_deadline(
+    coroutine: Coroutine[Any, Any, Any], timeout: float, instance_id: str, step: str, attempt: int
+) -> Any:
+    """Await an async step's `coroutine` for at most `timeout` seconds, whatever it does.
+
+    It runs as a task of its own, so that the attempt ends at the deadline even
+    if the step swallows its cancellation; it is then cancelled and left to end
+    on its own. A step that blocks the event loop cannot be interrupted, but a
+    result that arrives after the deadline is refused all the same.
+    """
+    timed = _Timed(coroutine)
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    inner = loop.create_task(_settled(timed), name=f"hephaestus:{instance_id}:{step}:{attempt}")
+    waiter = (
+        loop.create_future()
+    )  # done when the step ends or at the deadline (asyncio.wait, lighter)
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    inner.add_done_callback(wake)
+    deadline = loop.call_later(timeout, wake)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        _abandon(inner, instance_id, step, timeout, warn=False)
+        raise
+    finally:
+        deadline.cancel()
+        inner.remove_done_callback(wake)
+    if not inner.done():
+        _abandon(inner, instance_id, step, timeout, warn=True)
+        raise TimeoutError(f"still running after {timeout}s")
+    outcome, exc = inner.result()
+    duration = timed.ended - started  # when the step ended, not when this task noticed
+    if duration > timeout:
+        if timed.longest > timeout:
+            logger.warning(
+                "async step %s of instance %s (attempt %d) blocked the event loop for %.2f s, "
+                "more than its timeout of %s s, so the attempt is failed as timed out: an async "
+                "step must not block (make execute a plain def to run it in a thread, or await)",
+                step,
+                instance_id,
+                attempt,
+                timed.longest,
+                timeout,
+            )
+        else:
+            logger.warning(
+                "async step %s of instance %s (attempt %d) ended %.2f s after it started, past "
+                "its timeout of %s s, while the event loop was blocked (by this step for %.2f s "
+                "at most), so the attempt is failed as timed out",
+                step,
+                instance_id,
+                attempt,
+                duration,
+                timeout,
+                timed.longest,
+            )
+        raise TimeoutError(f"ended after {duration:.3f}s, past its timeout of {timeout}s")
+    if exc is not None:
+        raise exc
+    return outcome
+
+
+async def _settled(timed: _Timed) -> tuple[Any, BaseException | None]:
+    """`(result, None)` or `(None, exception)`: a step's task never raises, whatever the step does.
+
+    Were a `KeyboardInterrupt` or `SystemExit` to leave a task, asyncio would
+    re-raise it out of the event loop and stop every instance.
+    """
+    try:
+        return await timed, None
+    except BaseException as exc:  # handed to run_attempt, which decides what it means
+        return None, exc
+    finally:
+        timed.ended = time.perf_counter()
+
+
+def _abandon(
+    task: asyncio.Task[Any], instance_id: str, step: str, timeout: float, *, warn: bool
+) -> None:
+    """Cancel an async step's task and stop waiting for it; say so if it will not stop."""
+    task.cancel()
+    if task.done():
+        return
+    _ABANDONED.add(task)
+    loop = task.get_loop()
+    abandoned_at = loop.time()
+
+    def still_running() -> None:
+        if not task.done():
+            logger.warning(
+                "async step %s of instance %s is still running %.1f s after its timeout of %s s "
+                "although it was cancelled then: it swallows cancellation; its attempt failed "
+                "as timed out, and whatever it does now is ignored",
+                step,
+                instance_id,
+                loop.time() - abandoned_at,
+                timeout,
+            )
+
+    check = loop.call_later(_STRAGGLER_WARNING_AFTER, still_running) if warn else None
+
+    def ended(done: asyncio.Task[Any]) -> None:
+        _ABANDONED.discard(done)
+        if check is not None:
+            check.cancel()
+        if not warn or done.cancelled():
+            return
+        _, exc = done.result()
+        if not isinstance(exc, asyncio.CancelledError):
+            logger.warning(
+                "async step %s of instance %s ignored its cancellation at its timeout of %s s "
+                "and ended %.2f s later; its attempt had failed as timed out, so its %s is "
+                "discarded",
+                step,
+                instance_id,
+                timeout,
+                loop.time() - abandoned_at,
+                "exception" if exc is not None else "result",
+            )
+
+    task.add_done_callback(ended)
+
+
+class _Timed:
+    """Awaits a coroutine, measuring the longest time it ran without yielding to the event loop.
+
+    `ended` is when it ended (set by `_settled`).
+
+    The coroutine is driven step by step, as `await` would: every value it
+    yields goes to the task and every value or exception the task sends back
+    goes to it.
+    """
+
+    __slots__ = ("coroutine", "ended", "longest")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+        self.longest = 0.0
+        self.ended = 0.0
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine = self.coroutine
+        clock = time.perf_counter
+        sent: Any = None
+        thrown: BaseException | None = None
+        while True:
+            began = clock()
+            try:
+                yielded = coroutine.send(sent) if thrown is None else coroutine.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                ran = clock() - began
+                if ran > self.longest:
+                    self.longest = ran
+            sent, thrown = None, None
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # passed on to the step, as `await` would
+                thrown = exc
