@@ -328,9 +328,7 @@ async def test_a_document_postgres_cannot_hold_fails_alone(postgres_url: str) ->
             storage.put(make("order::a0"), None),
             # Built around the engine's checks (which refuse a NUL up front), to prove the
             # storage refuses such a write alone if one ever gets that far.
-            storage.put(
-                make("order::nul", context=Context({"note": "before\x00after"}, {})), None
-            ),
+            storage.put(make("order::nul", context=Context({"note": "before\x00after"}, {})), None),
             storage.put(bump(created, status=Status.WAITING), created.revision),
             storage.put(bump(created, status=Status.FAILED), created.revision),  # stale
             return_exceptions=True,
