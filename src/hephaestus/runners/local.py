@@ -671,11 +671,12 @@ class LocalRunner:
     - `work_poll_interval`: the longest time work written by another process
       waits to be noticed when the storage's change signal is lost; usually
       it is noticed within milliseconds.
-    - `shutdown_grace`: how long `close()` waits for sync steps still running
-      in threads (a thread cannot be stopped). When they end in time, the
-      runner deregisters and its instances are taken over at once; otherwise
-      `close()` returns anyway and they are taken over when its lease lapses,
-      so no attempt ever runs in two processes at once.
+    - `shutdown_grace`: how long `close()` waits for steps still running: sync
+      steps in threads (a thread cannot be stopped), and async steps that
+      ignore their cancellation. When they end in time, the runner
+      deregisters and its instances are taken over at once; otherwise
+      `close()` returns anyway (it never hangs longer) and they are taken over
+      when its lease lapses, so no attempt runs in two processes at once.
     """
 
     def __init__(
@@ -746,8 +747,8 @@ class LocalRunner:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
-        await self._stop_actors()
-        threads_done = await self._stop_threads()
+        actors_done = await self._stop_actors()
+        threads_done = await self._stop_threads() and actors_done
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
@@ -755,7 +756,7 @@ class LocalRunner:
         storage, self._storage = self._storage, None
         if storage is not None and not threads_done:
             logger.warning(
-                "runner %s closes with sync steps still running after %.1fs; its instances "
+                "runner %s closes with steps still running after %.1fs; its instances "
                 "are taken over when its lease lapses (in %.1fs), not before",
                 self.id,
                 self._shutdown_grace,
@@ -984,14 +985,29 @@ class LocalRunner:
             await asyncio.sleep(0.01)
         return not waiter.is_alive()
 
-    async def _stop_actors(self) -> None:
-        tasks = [actor.task for actor in list(self._actors.values()) if actor.task is not None]
+    async def _stop_actors(self) -> bool:
+        """Cancel every actor; wait for them up to `shutdown_grace`. Did they all stop?
+
+        An async step that swallows its cancellation keeps its actor busy: it is
+        left behind (and named in the log) rather than waited for forever.
+        """
+        tasks = {actor.task for actor in list(self._actors.values()) if actor.task is not None}
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        stuck: set[asyncio.Task[None]] = set()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=self._shutdown_grace)
+        for task in stuck:
+            logger.warning(
+                "%s still runs %.1fs after it was cancelled (a step ignores cancellation); "
+                "it is left behind",
+                task.get_name(),
+                self._shutdown_grace,
+            )
         self._actors.clear()
         self._firing.clear()
         self._draining.clear()
+        return not stuck
 
     async def _claim_work(self) -> int:
         """Take unowned instances that need a runner; tell actors of inbox news. How many taken."""
