@@ -136,7 +136,8 @@ class Cluster:
         """Run `hephaestus ARGS` (client mode); the result, its process id and how long it took."""
         began = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-m", "hephaestus.cli", *args],
+            # Stored workflow names are never imported: the CLI is told where they live.
+            [sys.executable, "-m", "hephaestus.cli", *args, "--import", "many.flows"],
             cwd=HERE,
             env=self.env(),
             stdout=subprocess.PIPE,

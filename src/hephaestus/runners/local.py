@@ -32,6 +32,7 @@ client would (`StorageWriter`) and left to that runner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -327,6 +328,9 @@ class _Actor:
         """
         self.inline = None
         assert self.instance is not None
+        if not self.runner._lease_holds():
+            self.runner._rejoin_soon()
+            raise _Lost
         self.running_inline = command.step
         try:
             run = await run_attempt(
@@ -482,6 +486,11 @@ class _Actor:
     def _carry_out(self, commands: list[Command]) -> None:
         instance = self.instance
         assert instance is not None
+        if any(isinstance(c, RunStep) for c in commands) and not self.runner._lease_holds():
+            # Its lease may have lapsed (a starved or paused process): another runner may
+            # take the instance over now, so no step starts here; the runner rejoins.
+            self.runner._rejoin_soon()
+            raise _Lost
         if (
             len(commands) == 1
             and isinstance(commands[0], RunStep)
@@ -713,6 +722,7 @@ class LocalRunner:
         self._next_wake: datetime | None = None
         self._firing: set[str] = set()
         self._draining: set[str] = set()
+        self._rejoin_asked = asyncio.Event()
         self._started = 0.0
         #: Real time until which this runner's lease surely holds (renewal sent before it).
         self._lease_holds_until = 0.0
@@ -726,6 +736,7 @@ class LocalRunner:
         self._writer = StorageWriter(storage, self._definitions, self._now)
         self._wake = asyncio.Event()
         self._work = asyncio.Event()
+        self._rejoin_asked = asyncio.Event()
         self._pool = ThreadPoolExecutor(self._step_threads, thread_name_prefix="hephaestus-step")
         self._started = time.time()
         await self._register()
@@ -921,8 +932,13 @@ class LocalRunner:
         next_try = time.time() + every
         beats = 0
         while True:
-            await asyncio.sleep(max(0.0, next_try - time.time()))
-            if self._actors and time.time() + patience >= self._lease_holds_until:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_try - time.time())):
+                    await self._rejoin_asked.wait()
+            if self._rejoin_asked.is_set() or (
+                self._actors and time.time() + patience >= self._lease_holds_until
+            ):
+                self._rejoin_asked.clear()
                 await self._rejoin_or_log("its lease would lapse before it could be renewed")
             sent = time.time()
             next_try = sent + every / 4  # unless the renewal below goes through
@@ -945,6 +961,14 @@ class LocalRunner:
                 await self._reap(orphans=beats % _ORPHAN_SWEEP_BEATS == 0)
             except Exception as exc:
                 logger.warning("runner %s could not reap lapsed runners: %s", self.id, exc)
+
+    def _lease_holds(self) -> bool:
+        """Whether this runner's lease surely still holds: then it may start a step."""
+        return time.time() < self._lease_holds_until
+
+    def _rejoin_soon(self) -> None:
+        """An actor found the lease over: the heartbeat rejoins at once."""
+        self._rejoin_asked.set()
 
     async def _rejoin_or_log(self, why: str) -> None:
         try:
@@ -1037,8 +1061,11 @@ class LocalRunner:
                 await self._claim_work()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("runner %s could not look for work; trying again", self.id)
+            except Exception as exc:
+                if isinstance(exc, StorageError):  # an outage: one line, not a traceback
+                    logger.warning("runner %s could not look for work: %s", self.id, exc)
+                else:
+                    logger.exception("runner %s could not look for work; trying again", self.id)
                 await asyncio.sleep(min(self._work_poll, 1.0))
                 continue
             changed = asyncio.ensure_future(storage.wait_for_changes(self._work_poll))
@@ -1086,6 +1113,9 @@ class LocalRunner:
                 self._next_wake = now + timedelta(seconds=delay)
             except asyncio.CancelledError:
                 raise
+            except StorageError as exc:
+                logger.warning("the timer loop could not read timers (%s); trying again", exc)
+                delay = self._poll
             except Exception:
                 logger.exception("the timer loop failed; trying again in %.1fs", self._poll)
                 delay = self._poll

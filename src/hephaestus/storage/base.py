@@ -100,6 +100,10 @@ class RunnerRecord:
     def is_live(self, now: float) -> bool:
         return self.lease_until > now
 
+    def is_reapable(self, now: float) -> bool:
+        """Lapsed by a quarter of its lease: a runner that is only slow has stopped by then."""
+        return self.lease_until + (self.lease_until - self.heartbeat_at) * 0.25 <= now
+
 
 @dataclass(slots=True)
 class StorageStats:
@@ -191,7 +195,8 @@ class Storage(Protocol):
         """The registered runners, live or lapsed, ordered by id."""
 
     async def reap_runners(self, now: float, *, orphans: bool = False) -> list[str]:
-        """Remove every runner whose lease lapsed at `now`, releasing its instances.
+        """Remove every runner whose lease lapsed at `now` (by a quarter of the lease, see
+        `RunnerRecord.is_reapable`), releasing its instances.
 
         With `orphans`, also release instances whose owner is not registered.
         """

@@ -143,7 +143,7 @@ class MemoryStorage(AsyncContext):
         return [self._runners[key] for key in sorted(self._runners)]
 
     async def reap_runners(self, now: float, *, orphans: bool = False) -> list[str]:
-        dead = sorted(key for key, record in self._runners.items() if not record.is_live(now))
+        dead = sorted(key for key, record in self._runners.items() if record.is_reapable(now))
         for runner_id in dead:
             await self.remove_runner(runner_id)
         if orphans:

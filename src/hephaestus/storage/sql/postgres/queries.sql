@@ -160,7 +160,11 @@ DELETE FROM {schema}.hephaestus_runners WHERE id = %(id)s;
 -- name: reap_runners
 -- Runners whose lease lapsed: forget them and release their instances, in one statement.
 WITH dead AS (
-    DELETE FROM {schema}.hephaestus_runners WHERE lease_until <= %(now)s RETURNING id
+    -- A quarter of its lease past its end: a runner that was only slow (a paused or
+    -- starved process) has stopped its steps by then (it starts none once its lease ends).
+    DELETE FROM {schema}.hephaestus_runners
+    WHERE lease_until + (lease_until - heartbeat_at) * 0.25 <= %(now)s
+    RETURNING id
 ), released AS (
     UPDATE {schema}.workflow_instances SET owner = NULL WHERE owner IN (SELECT id FROM dead)
 )

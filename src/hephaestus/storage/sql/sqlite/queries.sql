@@ -101,7 +101,11 @@ UPDATE workflow_instances SET owner = NULL WHERE owner = ?;
 SELECT id, host, pid, started_at, heartbeat_at, lease_until FROM hephaestus_runners ORDER BY id;
 
 -- name: lapsed_runners
-SELECT id FROM hephaestus_runners WHERE lease_until <= ? ORDER BY id;
+-- A quarter of its lease past its end: a runner that was only slow (a paused or
+-- starved process) has stopped its steps by then (it starts none once its lease ends).
+SELECT id FROM hephaestus_runners
+WHERE lease_until + (lease_until - heartbeat_at) * 0.25 <= ?
+ORDER BY id;
 
 -- name: release_orphans
 -- Instances whose owner is not registered (it was reaped while it claimed): no owner.
