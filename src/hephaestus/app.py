@@ -21,7 +21,13 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
-from hephaestus.core.definition import BaseWorkflow, load_workflow, workflow_name
+from hephaestus.core.definition import (
+    BaseWorkflow,
+    load_workflow,
+    resolve_version,
+    unique_of,
+    workflow_name,
+)
 from hephaestus.core.instance import Instance, Status
 from hephaestus.core.keys import build_id, validate_id, with_suffix
 from hephaestus.core.step import Step
@@ -152,17 +158,26 @@ class Hephaestus:
         id: str,
         version: int | None = None,
         telemetry_metadata: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> str:
         """Create an instance of `workflow` with id `key::value` and start it; returns the id.
 
+        Extra keyword `options` (a tenant, an actor, a flag) go to the umbrella
+        workflow's `version_for`, with the `id`, to choose the version; they
+        are not stored.
+
         Raises before writing anything: `InvalidBusinessKeyError` (malformed id),
-        `ContextSerializationError` (context not JSON), `InvalidVersionsError`,
+        `ContextSerializationError` (context not JSON), `InvalidVersionsError`
+        (`VersionOptionsError` for options that no `version_for` reads),
         `AlreadyRunningError` (an active instance holds the id).
         """
         _check_workflow(workflow)
         validate_id(id)
         if telemetry_metadata is not None and not isinstance(telemetry_metadata, Mapping):
             raise TypeError("telemetry_metadata must be a dict")
+        if options:
+            # Chosen here, once: the runner is then given the version version_for picked.
+            version = resolve_version(workflow, version, {"id": id}, options=options).version
         return await self.runner.start_instance(
             workflow, context, id=id, version=version, telemetry_metadata=telemetry_metadata
         )
@@ -282,8 +297,12 @@ class Hephaestus:
         *,
         version: int | None = None,
         telemetry_metadata: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> str:
-        """Start `workflow` for business value `value`, honouring its uniqueness scope."""
+        """Start `workflow` for business value `value`, honouring its uniqueness scope.
+
+        Extra keyword `options` go to `version_for`, as in `start_instance`.
+        """
         _check_workflow(workflow)
         unique = _unique_of(workflow)
         instance_id = build_id(unique.key, value)
@@ -295,6 +314,7 @@ class Hephaestus:
             id=instance_id,
             version=version,
             telemetry_metadata=telemetry_metadata,
+            **options,
         )
 
 
@@ -304,9 +324,12 @@ def _check_workflow(workflow: object) -> None:
 
 
 def _unique_of(workflow: type[BaseWorkflow]) -> Any:
-    if workflow.unique is None:
-        raise WorkflowDefinitionError(f"workflow {workflow.__qualname__} declares no unique")
-    return workflow.unique
+    unique = unique_of(workflow)  # a version class may leave it to its umbrella
+    if unique is None:
+        raise WorkflowDefinitionError(
+            f"workflow {workflow.__qualname__} declares no unique and no umbrella lists it"
+        )
+    return unique
 
 
 def _workflow_names(workflow: object) -> tuple[str, ...]:

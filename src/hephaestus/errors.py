@@ -18,7 +18,10 @@ anything is written, so nothing is ever half-stored.
     │   ├── InvalidTransitionError           a transition key or target is malformed
     │   ├── InvalidRouteError                a dynamic route is malformed
     │   ├── InvalidStepError                 a step class is malformed
+    │   ├── InvalidMetadataError             `metadata` is not a dict of str keys and JSON values
     │   └── InvalidVersionsError             bad `version`, or an umbrella's `versions`/`current`
+    │       ├── VersionConflictError             a class declares both `version` and `versions`
+    │       └── VersionOptionsError              start options `version_for` cannot take
     ├── InstanceNotFoundError              no instance with that id
     ├── InstanceNotWaitingError            the instance has nothing waiting for an event
     ├── InvalidEventError                  no waiting step declares the event
@@ -55,6 +58,7 @@ __all__ = [
     "InvalidBusinessKeyError",
     "InvalidDelayError",
     "InvalidEventError",
+    "InvalidMetadataError",
     "InvalidRouteError",
     "InvalidStartError",
     "InvalidStepError",
@@ -71,6 +75,8 @@ __all__ = [
     "UnconvergedFanOutError",
     "UndeclaredEventError",
     "UnreachableStepError",
+    "VersionConflictError",
+    "VersionOptionsError",
     "WaitTimeoutError",
     "WorkflowDefinitionError",
 ]
@@ -138,6 +144,18 @@ class InvalidStepError(WorkflowDefinitionError):
 
 class InvalidVersionsError(WorkflowDefinitionError):
     """A workflow's `version`, or an umbrella workflow's `versions` or `current`, is wrong."""
+
+
+class VersionConflictError(InvalidVersionsError):
+    """A workflow class declares both `version` (concrete) and `versions` (an umbrella)."""
+
+
+class VersionOptionsError(InvalidVersionsError):
+    """Start options were given that no `version_for` takes (not an umbrella, or not overridden)."""
+
+
+class InvalidMetadataError(WorkflowDefinitionError):
+    """A workflow's `metadata` is not a dict with str keys and JSON values."""
 
 
 class InstanceNotFoundError(HephaestusError):

@@ -292,15 +292,22 @@ class SyncClient:
         *,
         version: int | None = None,
         telemetry_metadata: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> str:
         """Start `workflow` for business value `value`; returns the id (`key::value`).
 
         As `await Flow.start(value, context)`: the id comes from the workflow's
-        `unique`. Raises `AlreadyRunningError` if an active instance holds it.
+        `unique`; extra keyword `options` go to an umbrella's `version_for`.
+        Raises `AlreadyRunningError` if an active instance holds it.
         """
         return self._call(
             lambda app: app.start_business(
-                workflow, value, context, version=version, telemetry_metadata=telemetry_metadata
+                workflow,
+                value,
+                context,
+                version=version,
+                telemetry_metadata=telemetry_metadata,
+                **options,
             )
         )
 
@@ -312,11 +319,17 @@ class SyncClient:
         id: str,
         version: int | None = None,
         telemetry_metadata: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> str:
         """Start `workflow` with the explicit id `key::value`; see `Hephaestus.start_instance`."""
         return self._call(
             lambda app: app.start_instance(
-                workflow, context, id=id, version=version, telemetry_metadata=telemetry_metadata
+                workflow,
+                context,
+                id=id,
+                version=version,
+                telemetry_metadata=telemetry_metadata,
+                **options,
             )
         )
 

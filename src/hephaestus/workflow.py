@@ -53,8 +53,12 @@ class Workflow(BaseWorkflow):
         hephaestus: Hephaestus | None = None,
         version: int | None = None,
         telemetry_metadata: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> str:
         """Start an instance for business value `value`; returns its id `key::value`.
+
+        Extra keyword `options` go to an umbrella's `version_for` (see
+        `Hephaestus.start_instance`).
 
         `Flow.start(...)` is the same call. Type checkers see a workflow's
         `start = FirstStep` attribute rather than the method, so typed code
@@ -64,7 +68,12 @@ class Workflow(BaseWorkflow):
 
         app = find_app(hephaestus)
         return await app.start_business(
-            cls, value, context, version=version, telemetry_metadata=telemetry_metadata
+            cls,
+            value,
+            context,
+            version=version,
+            telemetry_metadata=telemetry_metadata,
+            **options,
         )
 
     @classmethod

@@ -144,6 +144,7 @@ def test_an_order_is_started_approved_and_completed_over_http(
         "check_order": {"item_count": 2},
         "await_approval": {"approver": "grace", "note": "ok"},
         "confirm_order": {"approved_by": "grace"},
+        "done": {},
     }
 
     # The web process wrote, the worker executed: it is all in the file.
@@ -212,6 +213,7 @@ def test_request_threads_share_the_client(
                 "check_order": {"item_count": n},
                 "await_approval": {"approver": f"clerk{n}"},
                 "confirm_order": {"approved_by": f"clerk{n}"},
+                "done": {},
             },
         ]
         for n in range(10)

@@ -201,14 +201,13 @@ class RtPlanWorkV2(Step):
 
 
 class RtPlanV1(Workflow):
-    unique = Unique(key="rtplan")
+    # No unique: each umbrella that lists the version gives its own business key.
     version = 1
     start = (RtPlanGateV1, {"event_name": "go"})
     transitions = {(RtPlanGateV1, "go"): RtPlanWorkV1, (RtPlanWorkV1, "worked"): Done}
 
 
 class RtPlanV2(Workflow):
-    unique = Unique(key="rtplan")
     version = 2
     start = (RtPlanGateV1, {"event_name": "go"})
     transitions = {(RtPlanGateV1, "go"): RtPlanWorkV2, (RtPlanWorkV2, "worked"): Done}

@@ -39,6 +39,7 @@ from hephaestus import (
     Step,
     StorageError,
     Unique,
+    VersionOptionsError,
     WaitForEvent,
     WaitTimeoutError,
     Workflow,
@@ -76,6 +77,22 @@ class SyncOrder(Workflow):
         (AwaitApproval, "approved"): Ship,
         (Ship, "shipped"): Done,
     }
+
+
+class SyncOrderV2(Workflow):
+    version = 2  # the umbrella's unique applies
+    start = Check
+    transitions = {(Check, "checked"): Ship, (Ship, "shipped"): Done}
+
+
+class SyncOrders(Workflow):
+    unique = Unique(key="syncorder")
+    versions = {1: SyncOrder, 2: SyncOrderV2}
+    current = 2
+
+    @classmethod
+    def version_for(cls, versions: Mapping[int, type[Any]], opts: Mapping[str, Any]) -> int | None:
+        return 1 if opts.get("tenant") == "legacy" else None
 
 
 # --- a runner on its own thread ---------------------------------------------------------------
@@ -190,6 +207,17 @@ def test_start_instance_list_cancel_and_runners_with_a_url(runner: LocalRunner, 
 
         (record,) = client.runners()
         assert record.id == runner.id
+
+
+def test_start_options_choose_the_version(client: SyncClient) -> None:
+    # No runner: the client resolves the version and stores the new instance.
+    legacy = client.start(SyncOrders, "V-1", ITEMS, tenant="legacy")
+    fresh = client.start_instance(SyncOrders, ITEMS, id="syncorder::V-2", tenant="acme")
+
+    assert client.get(legacy).workflow_version == 1
+    assert client.get(fresh).workflow_version == 2
+    with pytest.raises(VersionOptionsError, match=r"SyncOrder got option\(s\) tenant"):
+        client.start(SyncOrder, "V-3", ITEMS, tenant="legacy")
 
 
 def test_errors_keep_their_types_and_messages(client: SyncClient) -> None:

@@ -10,8 +10,10 @@ runners: what one engine call did is reported once, the same way, by each.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from hephaestus import (
 from hephaestus.app import Hephaestus
 from hephaestus.runners.local import LocalRunner
 from hephaestus.telemetry import (
+    ALL_EVENTS,
     ENGINE_ADVANCE,
     RUNNER_INIT,
     STEP_ASYNC,
@@ -44,6 +47,7 @@ from hephaestus.telemetry import (
     WORKFLOW_STOP,
     WORKFLOW_TRANSITION,
 )
+from hephaestus.telemetry.otel import _STANDARD_KEYS as otel_standard_keys
 from hephaestus.testing import CapturedEvent, MemoryStorage, capture_events
 
 
@@ -454,3 +458,156 @@ async def test_two_timers_fired_by_one_engine_call_are_each_reported_once(
     [advance] = _named(events, ENGINE_ADVANCE)
     assert advance.measurements["completed_in_advance"] == 2
     assert advance.metadata["status_after"] == "running"
+
+
+# --- the original's measurements and metadata, on both runners ----------------------------
+
+
+class TelTag(Step):
+    events = ("tagged",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        return Ok("tagged", metadata={"channel": "web"})
+
+
+class TelLeft(Step):
+    events = ("left",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        return Ok("left", {"side": "left"})
+
+
+class TelRight(Step):
+    events = ("right",)
+
+    async def execute(
+        self, instance: Instance, config: Mapping[str, Any] | None, context: Context
+    ) -> Ok:
+        return Ok("right")
+
+
+class TelJoin(Step):
+    events = ("joined",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        return Ok("joined")
+
+
+class TelAwaitGo(WaitForEvent):
+    pass
+
+
+class TelParityFlow(Workflow):
+    unique = Unique(key="telparity")
+    start = TelTag
+    transitions = {
+        (TelTag, "tagged"): [TelLeft, TelRight],
+        (TelLeft, "left"): TelJoin,
+        (TelRight, "right"): TelJoin,
+        (TelJoin, "joined"): (TelAwaitGo, {"event_name": "go"}),
+        (TelAwaitGo, "go"): Done,
+    }
+
+
+@pytest.mark.both_runners
+async def test_events_carry_the_originals_measurements_and_metadata(
+    app: Hephaestus, wait_for: Any
+) -> None:
+    with capture_events() as events:
+        iid = await app.start_instance(
+            TelParityFlow, {"tenant": "t1", "amount": 3}, id="telparity::one"
+        )
+        await wait_for(app, iid, lambda i: i.status is Status.WAITING)
+        await app.resume(iid, "go")
+        final = await wait_for(app, iid, lambda i: i.status.is_final)
+        await _emitted(events, WORKFLOW_STOP)
+
+    [start] = _named(events, WORKFLOW_START)
+    assert start.metadata["context_keys"] == ["amount", "tenant"]
+    assert start.metadata["runner"] == type(app.runner).__name__
+
+    starts = {e.metadata["step"]: e for e in _named(events, STEP_START)}
+    assert starts["tel_tag"].measurements["active_steps_count"] == 1
+    assert starts["tel_tag"].metadata["concurrent"] is False
+    # The branches of the fan-out run together: the first to start sees both active.
+    branches = [starts["tel_left"], starts["tel_right"]]
+    assert max(e.measurements["active_steps_count"] for e in branches) == 2
+    assert any(e.metadata["concurrent"] is True for e in branches)
+
+    stops = {e.metadata["step"]: e.metadata for e in _named(events, STEP_STOP)}
+    flags = {
+        step: (stop["has_context_updates"], stop["has_metadata_updates"])
+        for step, stop in stops.items()
+    }
+    assert flags["tel_tag"] == (False, True)
+    assert flags["tel_left"] == (True, False)
+    assert stops["tel_right"]["has_context_updates"] is False
+
+    advances = _named(events, ENGINE_ADVANCE)
+    iterations = [e.measurements["iteration"] for e in advances]
+    assert iterations == sorted(set(iterations))  # one per stored decision, in order
+    assert all(e.metadata["status_before"] in ("running", "waiting") for e in advances)
+    assert advances[-1].metadata["status_before"] == "waiting"  # the resume completed it
+    assert advances[-1].measurements["iteration"] == final.revision
+
+    [stop] = _named(events, WORKFLOW_STOP)
+    assert stop.measurements["advance_count"] == final.revision
+    assert stop.metadata["completed_steps"] == sorted(final.completed_steps)
+    assert "tel_await_go" in stop.metadata["completed_steps"]
+
+
+@pytest.mark.both_runners
+async def test_the_workflow_exception_names_the_failed_step(app: Hephaestus, wait_for: Any) -> None:
+    with capture_events() as events:
+        iid = await app.start_instance(TelFailingFlow, {}, id="telfail::named")
+        await wait_for(app, iid, lambda i: i.status.is_final)
+        await _emitted(events, WORKFLOW_EXCEPTION)
+
+    [failed] = _named(events, WORKFLOW_EXCEPTION)
+    assert failed.metadata["failed_step"] == "tel_explode"
+
+
+# --- docs/telemetry.md lists every field -------------------------------------------------------
+
+_DOCS = Path(__file__).resolve().parents[2] / "docs" / "telemetry.md"
+_INSTANCE_KEYS = {"instance_id", "workflow", "workflow_version", "instance_created_at"}
+
+
+def _documented() -> dict[str, tuple[set[str], set[str]]]:
+    """The events table of docs/telemetry.md: event -> (measurements, metadata) field names."""
+    fields: dict[str, tuple[set[str], set[str]]] = {}
+    for line in _DOCS.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`hephaestus."):
+            continue
+        names = [
+            {name for name in re.findall(r"`([^`]*)`", cell) if re.fullmatch(r"[a-z_]+", name)}
+            for cell in cells[2:]
+        ]
+        fields[cells[0].strip("`")] = (names[0], names[1])
+    return fields
+
+
+async def test_docs_list_every_field_of_every_event() -> None:
+    with capture_events() as events:
+        async with Hephaestus(storage=MemoryStorage(), runner=LocalRunner()) as app:
+            order = await app.start_instance(TelOrderFlow, {"items": 1}, id="telorder::docs")
+            await _stored(app, order, lambda i: "tel_await_confirmation" in i.waiting_steps)
+            await app.resume(order, "confirmed")
+            await _stored(app, order, lambda i: i.status.is_final)
+            failing = await app.start_instance(TelFailingFlow, {}, id="telfail::docs")
+            await _stored(app, failing, lambda i: i.status.is_final)
+            await _emitted(events, WORKFLOW_EXCEPTION)
+            await _emitted(events, WORKFLOW_STOP)
+
+    documented = _documented()
+    assert set(documented) == set(ALL_EVENTS)
+    seen = {e.name for e in events}
+    assert seen == set(ALL_EVENTS)
+    for event in events:
+        measurements, metadata = documented[event.name]
+        assert set(event.measurements) == measurements, event.name
+        extra = _INSTANCE_KEYS if event.name != RUNNER_INIT else set()
+        assert set(event.metadata) == metadata | extra, event.name
+        # The OpenTelemetry handler tells the runner's keys from the caller's by this list.
+        assert metadata <= otel_standard_keys, event.name

@@ -387,6 +387,7 @@ async def test_otel_failed_attempts_and_instances_are_errors_with_the_exception(
     assert "the ledger is closed" in instance.status.description
     assert instance.attributes is not None
     assert instance.attributes["hephaestus.status"] == "failed"
+    assert instance.attributes["hephaestus.failed_step"] == "tel_h_explode"
     assert [e.name for e in instance.events] == ["exception"]
     explode = _attempt(spans, "tel_h_explode", 1)
     assert explode.status.status_code is StatusCode.ERROR

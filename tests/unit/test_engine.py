@@ -466,7 +466,7 @@ def test_a_bare_str_outcome_is_an_event() -> None:
 
     assert advance.commands == [RunStep("validate", 1)]
     assert advance.instance.execution_history[0].event == "ok"
-    assert "receive" not in advance.instance.context.steps
+    assert advance.instance.context.steps["receive"] == {}  # an entry even without updates
 
 
 def test_metadata_merges_into_runtime_metadata() -> None:

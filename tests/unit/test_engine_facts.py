@@ -227,7 +227,7 @@ def test_the_last_failed_attempt_fails_the_instance() -> None:
     [failed, ended] = advance.facts
     assert failed == AttemptFailed("fa_ship", 2, "still down", 0.5)
     assert not failed.will_retry
-    assert ended == InstanceFailed(advance.instance.error or "")
+    assert ended == InstanceFailed(advance.instance.error or "", "fa_ship")
     assert "still down" in ended.reason
 
 

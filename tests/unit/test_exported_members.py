@@ -36,6 +36,7 @@ PUBLIC_NAMES = [
     "InvalidBusinessKeyError",
     "InvalidDelayError",
     "InvalidEventError",
+    "InvalidMetadataError",
     "InvalidRouteError",
     "InvalidStartError",
     "InvalidStepError",
@@ -60,6 +61,8 @@ PUBLIC_NAMES = [
     "UndeclaredEventError",
     "Unique",
     "UnreachableStepError",
+    "VersionConflictError",
+    "VersionOptionsError",
     "Wait",
     "WaitForEvent",
     "WaitTimeoutError",
@@ -73,6 +76,7 @@ DEFINITION_ERRORS = {
     "CycleError",
     "DuplicateStepKeyError",
     "EventNotDeclaredError",
+    "InvalidMetadataError",
     "InvalidRouteError",
     "InvalidStartError",
     "InvalidStepError",
@@ -83,6 +87,8 @@ DEFINITION_ERRORS = {
     "MissingTransitionError",
     "UnconvergedFanOutError",
     "UnreachableStepError",
+    "VersionConflictError",
+    "VersionOptionsError",
 }
 
 

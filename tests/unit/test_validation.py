@@ -452,12 +452,16 @@ class TestEvents:
 
 
 class TestUnique:
-    def test_missing_unique(self) -> None:
-        with pytest.raises(InvalidUniqueError, match=r"workflow .*NoKey has no `unique`"):
+    def test_missing_unique_is_refused_at_start_not_at_import(self) -> None:
+        class NoKey(Workflow):
+            start = First
+            transitions = {(First, "ok"): Done}
 
-            class NoKey(Workflow):
-                start = First
-                transitions = {(First, "ok"): Done}
+        assert NoKey.definition().unique is None
+        with pytest.raises(
+            InvalidUniqueError, match=r"workflow .*NoKey has no `unique` and no umbrella"
+        ):
+            resolve_version(NoKey)
 
     def test_unique_that_is_not_a_unique(self) -> None:
         with pytest.raises(InvalidUniqueError, match=r"unique must be a Unique.*'orderid'"):

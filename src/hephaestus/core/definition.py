@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
 from hephaestus.core.context import Context, to_json_value
@@ -19,10 +19,13 @@ from hephaestus.core.keys import Unique
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     ContextSerializationError,
+    InvalidMetadataError,
     InvalidRouteError,
     InvalidTransitionError,
     InvalidUniqueError,
     InvalidVersionsError,
+    VersionConflictError,
+    VersionOptionsError,
     WorkflowDefinitionError,
 )
 
@@ -33,10 +36,13 @@ __all__ = [
     "StartAttribute",
     "StepNode",
     "WorkflowDefinition",
+    "check_metadata",
     "load_workflow",
     "resolve_version",
     "route",
     "start_spec",
+    "umbrella_of",
+    "unique_of",
     "workflow_name",
 ]
 
@@ -75,7 +81,8 @@ class WorkflowDefinition:
 
     name: str
     version: int
-    unique: Unique
+    #: `None` for a version class that leaves its business key to its umbrella.
+    unique: Unique | None
     start: str
     nodes: Mapping[str, StepNode]
     #: Static transitions: `(step, event) -> targets`; more than one target is a fan-out.
@@ -88,6 +95,8 @@ class WorkflowDefinition:
     joins: frozenset[str]
     order: tuple[str, ...]
     tags: tuple[str, ...] = ()
+    #: The class's `metadata`: a dict with str keys and JSON values.
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def node(self, key: str) -> StepNode:
         return self.nodes[key]
@@ -181,8 +190,10 @@ class BaseWorkflow:
 
     Concrete workflows set `unique`, `start` and `transitions` (and optionally
     `version`, `tags`, `metadata`, `@route` methods). Umbrella workflows set
-    `unique`, `versions` and `current`. A class with neither is an abstract
-    base, useful for sharing `unique` or `tags`.
+    `unique`, `versions` and `current` (and optionally `metadata`,
+    `version_for`); their version classes may leave `unique` to the umbrella.
+    A class with neither is an abstract base, useful for sharing `unique` or
+    `tags`.
     """
 
     unique: ClassVar[Unique | None] = None
@@ -202,6 +213,12 @@ class BaseWorkflow:
         cls.__definition__ = None
         routes = _routes_of(cls)
         if cls.versions:
+            if any("version" in vars(base) for base in cls.__mro__ if base not in _BASES):
+                raise VersionConflictError(
+                    f"workflow {cls.__qualname__} cannot use both `version` and `versions`: "
+                    "an umbrella lists its versions, and each version class declares its own "
+                    "`version`"
+                )
             _check_umbrella(cls)
         elif start_spec(cls) is not None or cls.transitions or routes:
             # Imported here: validation builds the definition and imports this module.
@@ -230,10 +247,51 @@ class BaseWorkflow:
     @classmethod
     def version_for(
         cls, versions: Mapping[int, type[BaseWorkflow]], opts: Mapping[str, Any]
-    ) -> int:
-        """Which version a new instance of an umbrella starts on; override to roll out gradually."""
-        assert cls.current is not None  # checked when the umbrella class was created
+    ) -> int | None:
+        """Which version a new instance of an umbrella starts on; override to roll out gradually.
+
+        `opts` holds the new instance's `id` and the extra keyword options the
+        caller passed to `start_instance` or `Flow.start` (a tenant, an actor,
+        a flag). Returning `None` starts the instance on `current`.
+        """
         return cls.current
+
+
+#: The library's own bases: what they declare is a default, not a user's declaration.
+_BASES: frozenset[type] = frozenset({BaseWorkflow, object})
+
+#: Each concrete version class, to the umbrella that lists it.
+_UMBRELLAS: dict[type[BaseWorkflow], type[BaseWorkflow]] = {}
+
+
+def umbrella_of(workflow: type[BaseWorkflow]) -> type[BaseWorkflow] | None:
+    """The umbrella workflow whose `versions` list `workflow`, or `None`."""
+    return _UMBRELLAS.get(workflow)
+
+
+def unique_of(workflow: type[BaseWorkflow]) -> Unique | None:
+    """`workflow`'s business key: its own `unique`, else its umbrella's."""
+    if workflow.unique is not None:
+        return workflow.unique
+    umbrella = umbrella_of(workflow)
+    return umbrella.unique if umbrella is not None else None
+
+
+def check_metadata(cls: type[BaseWorkflow]) -> Mapping[str, Any]:
+    """`cls.metadata` as JSON: a dict with str keys; raises `InvalidMetadataError`."""
+    metadata = cls.metadata
+    if not isinstance(metadata, Mapping):
+        raise InvalidMetadataError(
+            f"workflow {cls.__qualname__}: metadata must be a dict with str keys, got "
+            f"{type(metadata).__name__}"
+        )
+    try:
+        value: Mapping[str, Any] = to_json_value(
+            dict(metadata), what=f"metadata of workflow {cls.__qualname__}"
+        )
+    except ContextSerializationError as exc:
+        raise InvalidMetadataError(str(exc)) from exc
+    return value
 
 
 def _routes_of(cls: type) -> list[Route]:
@@ -284,27 +342,77 @@ def _check_umbrella(cls: type[BaseWorkflow]) -> None:
             f"umbrella workflow {name}: current = {cls.current!r} is not one of the versions "
             f"{sorted(versions)}"
         )
+    for number, version_cls in versions.items():
+        if version_cls.unique is not None and version_cls.unique != cls.unique:
+            raise InvalidUniqueError(
+                f"umbrella workflow {name}: versions[{number}] = {version_cls.__qualname__} "
+                f"declares unique = {version_cls.unique!r}, but the umbrella's is "
+                f"{cls.unique!r}; remove it from the version (the umbrella's applies) or "
+                "make them match"
+            )
+    check_metadata(cls)
+    for version_cls in versions.values():
+        _UMBRELLAS.setdefault(version_cls, cls)
 
 
 def resolve_version(
-    workflow: type[BaseWorkflow], version: int | None = None, opts: Mapping[str, Any] | None = None
+    workflow: type[BaseWorkflow],
+    version: int | None = None,
+    opts: Mapping[str, Any] | None = None,
+    *,
+    options: Mapping[str, Any] | None = None,
 ) -> type[BaseWorkflow]:
     """The concrete class a new instance runs.
 
-    An explicit `version` wins, then the umbrella's `version_for`, then `current`.
+    An explicit `version` wins, then the umbrella's `version_for` (given
+    `opts` and the caller's extra `options`), then `current` (also when
+    `version_for` returns `None`).
 
-    For a concrete workflow, `version` (if given) must match its own.
+    For a concrete workflow, `version` (if given) must match its own, and it
+    needs a `unique` of its own or an umbrella that lists it. Extra `options`
+    are only for an umbrella that overrides `version_for` and no explicit
+    `version`: anywhere else they would be ignored, so they raise
+    `VersionOptionsError`.
     """
+    name = workflow.__qualname__
+    if options:
+        listed = ", ".join(sorted(options))
+        if not workflow.is_umbrella():
+            raise VersionOptionsError(
+                f"workflow {name} got option(s) {listed}, which only an umbrella workflow's "
+                "version_for takes; it is not an umbrella, so remove them"
+            )
+        if version is not None:
+            raise VersionOptionsError(
+                f"workflow {name} got option(s) {listed} and version={version!r}: the explicit "
+                "version is used and version_for is not called, so pass one or the other"
+            )
+        if getattr(workflow.version_for, "__func__", None) is _DEFAULT_VERSION_FOR:
+            raise VersionOptionsError(
+                f"workflow {name} got option(s) {listed}, but it does not override "
+                "version_for, so nothing would read them; override version_for(cls, "
+                "versions, opts) or remove them"
+            )
     if not workflow.is_umbrella():
         definition = workflow.definition()
         if version is not None and version != definition.version:
             raise InvalidVersionsError(
-                f"workflow {workflow.__qualname__} has version {definition.version}, "
+                f"workflow {name} has version {definition.version}, "
                 f"not {version}; versions are chosen through an umbrella workflow"
             )
+        if unique_of(workflow) is None:
+            raise InvalidUniqueError(
+                f"workflow {name} has no `unique` and no umbrella workflow lists it in its "
+                "`versions`, so it cannot be started: declare unique = Unique(key=...) or "
+                "start it through its umbrella"
+            )
         return workflow
-    chosen = version if version is not None else workflow.version_for(workflow.versions, opts or {})
-    if chosen not in workflow.versions:
+    chosen = version
+    if chosen is None:
+        chosen = workflow.version_for(workflow.versions, {**(opts or {}), **(options or {})})
+        if chosen is None:
+            chosen = workflow.current
+    if chosen is None or chosen not in workflow.versions:
         raise InvalidVersionsError(
             f"workflow {workflow.__qualname__} has no version {chosen!r}; "
             f"known versions: {sorted(workflow.versions)}"
@@ -363,3 +471,6 @@ def check_transition_key(raw: Any, workflow: str) -> tuple[type[Step], str]:
     raise InvalidTransitionError(
         f"workflow {workflow}: transition key {raw!r} must be a (StepClass, 'event') pair"
     )
+
+
+_DEFAULT_VERSION_FOR = BaseWorkflow.version_for.__func__  # type: ignore[attr-defined]

@@ -88,11 +88,16 @@ _F = TypeVar("_F")
 
 @dataclass(frozen=True, slots=True)
 class Advance:
-    """The engine's answer: the next instance, what the runner must do, and what happened."""
+    """The engine's answer: the next instance, what the runner must do, and what happened.
+
+    `status_before` is the instance's status before the call (`None` when the
+    call changed nothing).
+    """
 
     instance: Instance
     commands: list[Command] = field(default_factory=list)
     facts: tuple[Fact, ...] = ()
+    status_before: Status | None = None
 
     def facts_of(self, kind: type[_F]) -> list[_F]:
         """The facts of one kind, in order."""
@@ -109,6 +114,7 @@ class _Draft:
         "completed",
         "configs",
         "context",
+        "current",
         "error",
         "facts",
         "history",
@@ -137,6 +143,8 @@ class _Draft:
         self.commands: list[Command] = []
         self.facts: list[Fact] = []
         self.error = instance.error
+        #: The step whose result is being applied: the one a failure now is blamed on.
+        self.current: str | None = None
 
     def freeze(self, instance: Instance, now: datetime) -> Advance:
         return Advance(
@@ -160,6 +168,7 @@ class _Draft:
             ),
             self.commands,
             tuple(self.facts),
+            instance.status,
         )
 
 
@@ -481,7 +490,7 @@ def add_timer(
     updated = instance.evolve(
         timers=(*instance.timers, timer), revision=instance.revision + 1, updated_at=now
     )
-    return Advance(updated, [], (TimerScheduled(timer),))
+    return Advance(updated, [], (TimerScheduled(timer),), instance.status)
 
 
 def check_delay(delay: object) -> None:
@@ -507,7 +516,7 @@ def cancel_timer(instance: Instance, timer_id: str, *, now: datetime) -> Advance
         )
     remaining = tuple(t for t in instance.timers if t is not timer)
     updated = instance.evolve(timers=remaining, revision=instance.revision + 1, updated_at=now)
-    return Advance(updated, [], (TimerCancelled(timer),))
+    return Advance(updated, [], (TimerCancelled(timer),), instance.status)
 
 
 def cancel(instance: Instance, *, now: datetime) -> Advance:
@@ -516,7 +525,9 @@ def cancel(instance: Instance, *, now: datetime) -> Advance:
     updated = instance.evolve(
         status=Status.CANCELLED, timers=(), revision=instance.revision + 1, updated_at=now
     )
-    return Advance(updated, [StopSteps(instance.active_steps)], (InstanceCancelled(),))
+    return Advance(
+        updated, [StopSteps(instance.active_steps)], (InstanceCancelled(),), instance.status
+    )
 
 
 def fail(instance: Instance, reason: str, *, now: datetime) -> Advance:
@@ -552,7 +563,7 @@ def _to_inbox(instance: Instance, item: InboxItem, fact: Fact, now: datetime) ->
     updated = instance.evolve(
         inbox=(*instance.inbox, item), revision=instance.revision + 1, updated_at=now
     )
-    return Advance(updated, [], (fact,))
+    return Advance(updated, [], (fact,), instance.status)
 
 
 def _check_cancellable(instance: Instance) -> None:
@@ -634,7 +645,7 @@ def _fail_draft(draft: _Draft, instance: Instance, reason: str, now: datetime) -
     draft.error = reason
     draft.timers = []
     draft.commands = [StopSteps(still_running)] if still_running else []
-    draft.facts.append(InstanceFailed(reason))
+    draft.facts.append(InstanceFailed(reason, draft.current))
     return draft.freeze(instance, now)
 
 
@@ -657,15 +668,16 @@ def _resume(
 
 def _activate(definition: WorkflowDefinition, draft: _Draft, key: str, now: datetime) -> None:
     node = definition.nodes[key]
-    if node.config is not None and key not in draft.configs:
-        draft.configs = {**draft.configs, key: node.config}
     if node.step.terminal:
         # Done does no work: completing it here saves a task, a thread hop and a write.
         event = node.events[0]
         draft.completed.add(key)
+        draft.context = draft.context.with_updates(key, {})
         draft.history.append(ExecutionEntry(step=key, event=event, timestamp=now))
         draft.facts.append(StepCompleted(key, event, "engine", 1, 0.0, (), ()))
         return
+    if node.config is not None and key not in draft.configs:
+        draft.configs = {**draft.configs, key: node.config}
     draft.active.add(key)
     draft.attempts[key] = 1
     draft.commands.append(RunStep(key, 1))
@@ -683,6 +695,7 @@ def _finish(
 ) -> str | None:
     """Complete `step` with `outcome` and activate what follows; a message if that fails."""
     node = definition.nodes[step]
+    draft.current = step
     if outcome.event not in node.events:
         return (
             f"UndeclaredEventError: step {node.name} emitted {outcome.event!r}, which it does "
@@ -696,7 +709,6 @@ def _finish(
                 raise ContextSerializationError(
                     f"updates of step {node.name} must be a dict, got {type(updates).__name__}"
                 )
-            draft.context = draft.context.with_updates(step, updates)
         if outcome.metadata is not None:
             metadata = to_json_value(outcome.metadata, what=f"metadata of step {node.name}")
             if not isinstance(metadata, dict):
@@ -706,12 +718,17 @@ def _finish(
             draft.metadata = {**draft.metadata, **metadata}
     except ContextSerializationError as exc:
         return f"ContextSerializationError: {exc}"
+    # Every completed step has an entry in `context.steps`: `{}` when it returned no updates.
+    # Set before a route chooses, so the route sees what the step returned.
+    draft.context = draft.context.with_updates(step, updates if updates is not None else {})
     targets = definition.edges.get((step, outcome.event))
     if targets is None:
         chosen = _choose_route(definition, draft, step, outcome.event)
         if chosen not in definition.nodes:
             return chosen  # an error message
         targets = (chosen,)
+    if step in draft.configs:
+        draft.configs = {key: value for key, value in draft.configs.items() if key != step}
     draft.active.discard(step)
     draft.attempts.pop(step, None)
     draft.completed.add(step)
@@ -808,6 +825,7 @@ def _park(
     duration: float,
 ) -> str | None:
     node = definition.nodes[step]
+    draft.current = step
     draft.active.discard(step)
     draft.waiting.add(step)
     delay = outcome.resume_after
@@ -851,6 +869,7 @@ def _failed_attempt(
     duration: float,
 ) -> str | None:
     node = definition.nodes[step]
+    draft.current = step
     policy = node.step.retry
     if attempt < policy.max_attempts:
         retry = Timer(

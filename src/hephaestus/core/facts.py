@@ -134,9 +134,15 @@ class InstanceCompleted:
 
 @dataclass(frozen=True, slots=True)
 class InstanceFailed:
-    """The instance failed with `reason` (its `error`); what still ran was told to stop."""
+    """The instance failed with `reason` (its `error`); what still ran was told to stop.
+
+    `step` is the step whose result failed it (an attempt out of retries, an
+    undeclared event, updates that are not JSON, a route that failed), or
+    `None` when the runner failed the instance for another reason.
+    """
 
     reason: str
+    step: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Each rule raises its own `WorkflowDefinitionError` subclass with a message
 naming the workflow, the steps and the events at fault, and how to fix it.
 The rules, in the order they are checked:
 
-1. `unique` is a `Unique(key, scope)`; `version` is an int >= 1.
+1. `unique`, if declared, is a `Unique(key, scope)`; `version` is an int >= 1;
+   `metadata` is a dict with str keys and JSON values.
 2. `start` is a step, or a `(step, config)` pair.
 3. Transition keys are `(Step, "event")`; targets are steps, `(step, config)`
    pairs or non-empty lists of them; a step has one config per workflow.
@@ -31,6 +32,7 @@ from hephaestus.core.definition import (
     StepConfig,
     StepNode,
     WorkflowDefinition,
+    check_metadata,
     check_route_shape,
     check_transition_key,
     parse_target,
@@ -184,7 +186,7 @@ def build_definition(cls: type[BaseWorkflow], routes: Sequence[Route]) -> Workfl
     return WorkflowDefinition(
         name=workflow_name(cls),
         version=cls.version,
-        unique=cls.unique,  # type: ignore[arg-type]  # checked above
+        unique=cls.unique,
         start=start,
         nodes=nodes,
         edges=edges,
@@ -195,6 +197,7 @@ def build_definition(cls: type[BaseWorkflow], routes: Sequence[Route]) -> Workfl
         joins=frozenset(key for key, p in preds.items() if len(p) > 1),
         order=tuple(order),
         tags=_tags(cls),
+        metadata=check_metadata(cls),
     )
 
 
@@ -209,12 +212,9 @@ def _tags(cls: type[BaseWorkflow]) -> tuple[str, ...]:
 
 def _check_unique_and_version(cls: type[BaseWorkflow]) -> None:
     name = cls.__qualname__
-    if cls.unique is None:
-        raise InvalidUniqueError(
-            f"workflow {name} has no `unique`: every workflow declares its business key, "
-            'e.g. unique = Unique(key="orderid", scope="workflow")'
-        )
-    if not isinstance(cls.unique, Unique):
+    # A class without `unique` is accepted here: a version class leaves it to the umbrella
+    # that lists it; one that no umbrella lists is refused when it is started.
+    if cls.unique is not None and not isinstance(cls.unique, Unique):
         raise InvalidUniqueError(
             f"workflow {name}: unique must be a Unique(key=..., scope=...), got {cls.unique!r}"
         )

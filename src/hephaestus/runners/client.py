@@ -221,7 +221,7 @@ class ClientRunner:
             now=self._now(),
         )
         await writer.create(advance.instance)
-        lifecycle.workflow_start(advance.instance)
+        lifecycle.workflow_start(advance.instance, runner=type(self).__name__)
         return id
 
     async def resume(

@@ -827,7 +827,7 @@ class LocalRunner:
                 )
             await asyncio.gather(existing.task, return_exceptions=True)
         await storage.put(advance.instance, None, owner=self.id)
-        lifecycle.workflow_start(advance.instance)
+        lifecycle.workflow_start(advance.instance, runner=type(self).__name__)
         self._spawn(id, advance.instance).tell(_Begin(advance.commands))
         lifecycle.report(advance)
         return id

@@ -371,7 +371,7 @@ class ProcrastinateRunner:
             # Results an earlier instance with this id left unapplied are not this one's.
             await tx.forget_step_results(id)
             await self._dispatch(tx, None, advance)
-        lifecycle.workflow_start(advance.instance)
+        lifecycle.workflow_start(advance.instance, runner=type(self).__name__)
         lifecycle.report(advance)
         return id
 

@@ -69,7 +69,15 @@ def report(
             completed += 1
             duration += fact.duration
             if fact.source == "attempt":
-                step_stop(after, fact.step, fact.attempt, fact.duration, fact.event)
+                step_stop(
+                    after,
+                    fact.step,
+                    fact.attempt,
+                    fact.duration,
+                    fact.event,
+                    has_context_updates=fact.has_updates,
+                    has_metadata_updates=fact.has_metadata,
+                )
             if fact.started:
                 workflow_transition(after, fact.step, fact.event, sorted(fact.started))
         elif isinstance(fact, StepParked):
@@ -90,12 +98,15 @@ def report(
             wait = None if since is None else (after.updated_at - since).total_seconds()
             step_resume(after, fact.step, fact.event, fact.source, wait)
     if completed:
-        engine_advance(after, duration, completed)
+        before = advance.status_before
+        engine_advance(
+            after, duration, completed, status_before=None if before is None else before.value
+        )
     for fact in advance.facts:
         if isinstance(fact, InstanceCompleted | InstanceCancelled):
             workflow_stop(after)
         elif isinstance(fact, InstanceFailed):
-            workflow_exception(after)
+            workflow_exception(after, failed_step=fact.step)
 
 
 def _meta(instance: Instance, **extra: Any) -> dict[str, Any]:
@@ -112,12 +123,19 @@ def _since_created(instance: Instance) -> float:
     return max(0.0, time.time() - instance.created_at.timestamp())
 
 
-def workflow_start(instance: Instance, **extra: Any) -> None:
+def workflow_start(instance: Instance, *, runner: str, **extra: Any) -> None:
+    """The instance was created and stored; `runner` is the runner's class name."""
     if ev.WORKFLOW_START in _by_event:
         emit(
             ev.WORKFLOW_START,
             {"system_time": time.time()},
-            _meta(instance, initial_step=sorted(instance.active_steps), **extra),
+            _meta(
+                instance,
+                initial_step=sorted(instance.active_steps),
+                context_keys=sorted(instance.context.initial),
+                runner=runner,
+                **extra,
+            ),
         )
 
 
@@ -125,18 +143,33 @@ def workflow_stop(instance: Instance, **extra: Any) -> None:
     if ev.WORKFLOW_STOP in _by_event:
         emit(
             ev.WORKFLOW_STOP,
-            {"duration": _since_created(instance), "step_count": len(instance.completed_steps)},
-            _meta(instance, status=instance.status.value, **extra),
+            {
+                "duration": _since_created(instance),
+                "step_count": len(instance.completed_steps),
+                # Every stored change to the instance, its creation included.
+                "advance_count": instance.revision,
+            },
+            _meta(
+                instance,
+                status=instance.status.value,
+                completed_steps=sorted(instance.completed_steps),
+                **extra,
+            ),
         )
 
 
-def workflow_exception(instance: Instance, **extra: Any) -> None:
+def workflow_exception(instance: Instance, *, failed_step: str | None = None, **extra: Any) -> None:
     if ev.WORKFLOW_EXCEPTION in _by_event:
         emit(
             ev.WORKFLOW_EXCEPTION,
             {"duration": _since_created(instance)},
             _meta(
-                instance, status=instance.status.value, kind="error", reason=instance.error, **extra
+                instance,
+                status=instance.status.value,
+                kind="error",
+                reason=instance.error,
+                failed_step=failed_step,
+                **extra,
             ),
         )
 
@@ -160,22 +193,40 @@ def workflow_transition(
 
 
 def step_start(instance: Instance, step: str, attempt: int, **extra: Any) -> None:
+    """An attempt of `step` begins; `instance` is the stored one that started it."""
     if ev.STEP_START in _by_event:
+        active = len(instance.active_steps)
         emit(
             ev.STEP_START,
-            {"system_time": time.time()},
-            _meta(instance, step=step, attempt=attempt, **extra),
+            {"system_time": time.time(), "active_steps_count": active},
+            _meta(instance, step=step, attempt=attempt, concurrent=active > 1, **extra),
         )
 
 
 def step_stop(
-    instance: Instance, step: str, attempt: int, duration: float, event: str, **extra: Any
+    instance: Instance,
+    step: str,
+    attempt: int,
+    duration: float,
+    event: str,
+    *,
+    has_context_updates: bool = False,
+    has_metadata_updates: bool = False,
+    **extra: Any,
 ) -> None:
     if ev.STEP_STOP in _by_event:
         emit(
             ev.STEP_STOP,
             {"duration": duration},
-            _meta(instance, step=step, attempt=attempt, event=event, **extra),
+            _meta(
+                instance,
+                step=step,
+                attempt=attempt,
+                event=event,
+                has_context_updates=has_context_updates,
+                has_metadata_updates=has_metadata_updates,
+                **extra,
+            ),
         )
 
 
@@ -235,7 +286,12 @@ def step_resume(
 
 
 def engine_advance(
-    instance: Instance, duration: float, completed_in_advance: int, **extra: Any
+    instance: Instance,
+    duration: float,
+    completed_in_advance: int,
+    *,
+    status_before: str | None = None,
+    **extra: Any,
 ) -> None:
     if ev.ENGINE_ADVANCE in _by_event:
         emit(
@@ -244,8 +300,15 @@ def engine_advance(
                 "duration": duration,
                 "active_steps_count": len(instance.active_steps),
                 "completed_in_advance": completed_in_advance,
+                # The instance's revision after this decision: its n-th stored change.
+                "iteration": instance.revision,
             },
-            _meta(instance, status_after=instance.status.value, **extra),
+            _meta(
+                instance,
+                status_before=status_before,
+                status_after=instance.status.value,
+                **extra,
+            ),
         )
 
 

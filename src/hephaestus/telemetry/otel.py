@@ -80,8 +80,15 @@ _STANDARD_KEYS = frozenset(
         "resume_event",
         "source",
         "status_after",
+        "status_before",
         "runner",
         "storage",
+        "context_keys",
+        "completed_steps",
+        "failed_step",
+        "concurrent",
+        "has_context_updates",
+        "has_metadata_updates",
     }
 )
 _PROPAGATION_KEYS = frozenset({"traceparent", "tracestate"})
@@ -266,6 +273,8 @@ class OpenTelemetryHandler:
         attributes["hephaestus.status"] = str(metadata.get("status"))
         if "step_count" in measurements:
             attributes["hephaestus.step_count"] = int(measurements["step_count"])
+        if metadata.get("failed_step") is not None:
+            attributes["hephaestus.failed_step"] = str(metadata["failed_step"])
         own = self._instance_context(metadata)
         tracer = self._tracer()
         parent = _remote_parent(metadata.get("traceparent"))
