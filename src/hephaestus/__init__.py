@@ -10,7 +10,7 @@ from hephaestus.core.context import Context
 from hephaestus.core.definition import route
 from hephaestus.core.instance import ExecutionEntry, Instance, Status
 from hephaestus.core.keys import Unique
-from hephaestus.core.outcomes import Async, Error, Ok, Retry
+from hephaestus.core.outcomes import Async, Error, Ok, Outcome, Retry
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     AlreadyRunningError,
@@ -89,6 +89,7 @@ __all__ = [
     "MemoryStorage",
     "MissingTransitionError",
     "Ok",
+    "Outcome",
     "OwnershipError",
     "Retry",
     "RuntimeNotFoundError",

@@ -48,6 +48,7 @@ PUBLIC_NAMES = [
     "MemoryStorage",
     "MissingTransitionError",
     "Ok",
+    "Outcome",
     "OwnershipError",
     "Retry",
     "RuntimeNotFoundError",
