@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from hephaestus.core.definition import (
     workflow_name,
 )
 from hephaestus.core.engine import Advance
+from hephaestus.core.facts import AttemptFailed, InstanceFailed
 from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
 from hephaestus.core.outcomes import Error
@@ -37,19 +39,26 @@ from hephaestus.errors import InvalidEventError, WorkflowDefinitionError
 from hephaestus.telemetry import lifecycle
 
 __all__ = [
+    "TRACEBACK_LIMIT",
     "Clock",
     "DefinitionCache",
     "KeyedLocks",
     "StepRun",
     "check_event",
     "idempotency_key",
+    "log_failures",
     "new_instance",
+    "report",
     "run_attempt",
     "step_key",
+    "traceback_tail",
     "utc_now",
 ]
 
 logger = logging.getLogger("hephaestus.runner")
+
+#: How much of a failed step's traceback the instance keeps (its end, in characters).
+TRACEBACK_LIMIT = 4096
 
 Clock = Callable[[], datetime]
 
@@ -201,5 +210,46 @@ async def run_attempt(
         reason = f"timed out after {timeout}s (attempt {attempt})"
         return StepRun(Error(reason), time.perf_counter() - started, exc)
     except Exception as exc:
-        return StepRun(Error(f"{type(exc).__name__}: {exc}"), time.perf_counter() - started, exc)
+        failed = Error(f"{type(exc).__name__}: {exc}", traceback_tail(exc))
+        return StepRun(failed, time.perf_counter() - started, exc)
     return StepRun(outcome, time.perf_counter() - started)
+
+
+def traceback_tail(exc: BaseException, limit: int = TRACEBACK_LIMIT) -> str:
+    """The formatted traceback of `exc`, cut to its last `limit` characters."""
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    if len(text) <= limit:
+        return text
+    return "..." + text[len(text) - limit + 3 :]
+
+
+def log_failures(advance: Advance) -> None:
+    """Log the failures of one stored engine decision through the `hephaestus` logger.
+
+    A failed attempt that will be retried is a WARNING; an instance that
+    failed is an ERROR with its `error` (the traceback's end when a step
+    raised). Python prints both to stderr when no handler is configured, so a
+    failure is never silent.
+    """
+    for fact in advance.facts:
+        if isinstance(fact, AttemptFailed) and fact.will_retry:
+            logger.warning(
+                "instance %s: step %s failed (attempt %d), will retry: %s",
+                advance.instance.id,
+                fact.step,
+                fact.attempt,
+                fact.reason,
+            )
+        elif isinstance(fact, InstanceFailed):
+            logger.error("instance %s failed: %s", advance.instance.id, fact.reason)
+
+
+def report(
+    advance: Advance,
+    *,
+    since: datetime | None = None,
+    exception: BaseException | None = None,
+) -> None:
+    """What follows a stored engine decision: its failures logged, its telemetry emitted."""
+    log_failures(advance)
+    lifecycle.report(advance, since=since, exception=exception)

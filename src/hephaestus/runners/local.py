@@ -73,6 +73,7 @@ from hephaestus.runners._shell import (
     StepRun,
     check_event,
     new_instance,
+    report,
     run_attempt,
     step_key,
     utc_now,
@@ -470,7 +471,7 @@ class _Actor:
             self.instance = advance.instance
             self.runner._note_timers(advance.instance)
             self._carry_out(advance.commands)
-            lifecycle.report(advance, since=before.updated_at, exception=exception)
+            report(advance, since=before.updated_at, exception=exception)
             return advance
         raise ConcurrencyError(
             f"instance {self.id} kept changing while runner {self.runner.id} applied a "
@@ -815,7 +816,7 @@ class LocalRunner:
         await storage.put(advance.instance, None, owner=self.id)
         lifecycle.workflow_start(advance.instance)
         self._spawn(id, advance.instance).tell(_Begin(advance.commands))
-        lifecycle.report(advance)
+        report(advance)
         return id
 
     async def resume(

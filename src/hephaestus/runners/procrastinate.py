@@ -68,6 +68,7 @@ from hephaestus.runners._shell import (
     StepRun,
     check_event,
     new_instance,
+    report,
     run_attempt,
     step_key,
     utc_now,
@@ -121,7 +122,7 @@ def _encode(run: StepRun, step_name: str) -> dict[str, Any]:
             "timeout_event": outcome.timeout_event,
         }
     if isinstance(outcome, Error):
-        return {"kind": "error", "reason": outcome.reason}
+        return {"kind": "error", "reason": outcome.reason, "traceback": outcome.traceback}
     return {"kind": "unknown", "repr": repr(outcome)}
 
 
@@ -132,7 +133,7 @@ def _decode(data: Mapping[str, Any]) -> Any:
     if kind == "async":
         return Async(data.get("resume_after"), data.get("timeout_event", "timeout"))
     if kind == "error":
-        return Error(data["reason"])
+        return Error(data["reason"], data.get("traceback"))
     if kind == "unknown":
         return _Returned(data["repr"])
     return _Invalid(data["message"])
@@ -372,7 +373,7 @@ class ProcrastinateRunner:
             await tx.forget_step_results(id)
             await self._dispatch(tx, None, advance)
         lifecycle.workflow_start(advance.instance)
-        lifecycle.report(advance)
+        report(advance)
         return id
 
     async def resume(
@@ -491,7 +492,7 @@ class ProcrastinateRunner:
                 await tx.put(instance, before.revision)
                 await self._dispatch(tx, before, Advance(instance, commands))
         for decision in decisions:
-            lifecycle.report(decision, since=before.updated_at)
+            report(decision, since=before.updated_at)
 
     async def _wake_job(self, instance_id: str) -> None:
         await self._enqueue_advance(instance_id)
@@ -532,7 +533,7 @@ class ProcrastinateRunner:
             if advance.instance is not before:
                 await tx.put(advance.instance, before.revision)
                 await self._dispatch(tx, before, advance)
-        lifecycle.report(advance, since=before.updated_at)
+        report(advance, since=before.updated_at)
         return advance
 
     async def _dispatch(
