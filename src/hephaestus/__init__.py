@@ -6,7 +6,7 @@ an event or a timer, and recovers them after a crash. No server to run.
 """
 
 from hephaestus.app import Hephaestus
-from hephaestus.core.context import Context
+from hephaestus.core.context import Context, Trigger
 from hephaestus.core.definition import route
 from hephaestus.core.instance import ExecutionEntry, Instance, Status
 from hephaestus.core.keys import Unique
@@ -98,6 +98,7 @@ __all__ = [
     "Step",
     "StorageError",
     "TimerNotFoundError",
+    "Trigger",
     "UnconvergedFanOutError",
     "UndeclaredEventError",
     "Unique",

@@ -60,6 +60,7 @@ PUBLIC_NAMES = [
     "Step",
     "StorageError",
     "TimerNotFoundError",
+    "Trigger",
     "UnconvergedFanOutError",
     "UndeclaredEventError",
     "Unique",

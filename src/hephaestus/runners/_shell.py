@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hephaestus.core import engine
-from hephaestus.core.context import Context
+from hephaestus.core.context import Context, find_trigger
 from hephaestus.core.definition import (
     BaseWorkflow,
     WorkflowDefinition,
@@ -189,6 +189,7 @@ async def run_attempt(
         steps=instance.context.steps,
         attempt=attempt,
         idempotency_key=idempotency_key(instance.id, step, attempt),
+        trigger=find_trigger(instance.execution_history, step),
     )
     lifecycle.step_start(instance, step, attempt)
     timeout = node.step.timeout
