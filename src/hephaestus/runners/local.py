@@ -662,8 +662,9 @@ class LocalRunner:
     - `step_threads`: size of the thread pool for sync `execute` methods.
     - `timer_poll_interval`: seconds between looks at storage for timers set by
       other processes; timers set here wake the loop at once.
-    - `clock`: returns the current UTC time for the engine and timers (tests
-      may pass a virtual clock). Leases always use the real time.
+    - `clock`: returns the current UTC time for the engine and timers. Tests
+      pass a `hephaestus.testing.VirtualClock`, whose `advance()` also wakes
+      this runner's timer loop. Leases always use the real time.
     - `lease`: seconds a runner owns its instances without renewing; renewed
       every third of it. A runner that dies is replaced within about one
       lease (at once, on the same host, when its process is gone).
@@ -694,6 +695,9 @@ class LocalRunner:
         self._step_threads = step_threads or min(32, (os.cpu_count() or 1) + 4)
         self._poll = timer_poll_interval
         self._now = clock
+        bind = getattr(clock, "bind", None)
+        if callable(bind):
+            bind(self.wake_timers)
         self._lease = lease
         self._work_poll = work_poll_interval
         self._shutdown_grace = shutdown_grace
@@ -1041,6 +1045,10 @@ class LocalRunner:
         if due is not None and (self._next_wake is None or due < self._next_wake):
             self._next_wake = due
             self._wake.set()
+
+    def wake_timers(self) -> None:
+        """Look for due timers now, not at the next poll (the clock moved, say)."""
+        self._wake.set()
 
     def _timer_fired(self, instance_id: str, *, wake: bool = True) -> None:
         self._firing.discard(instance_id)
