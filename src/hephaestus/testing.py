@@ -67,7 +67,7 @@ def capture_events(events: str | Iterable[str] = ALL_EVENTS) -> Iterator[list[Ca
 
 
 class VirtualClock:
-    """A clock that moves only when the test says so, for `LocalRunner(clock=...)`.
+    """A clock that moves only when the test says so: `LocalRunner(clock=...)`.
 
         clock = VirtualClock()
         async with Hephaestus(storage=MemoryStorage(), runner=LocalRunner(clock=clock)) as app:
@@ -76,8 +76,9 @@ class VirtualClock:
             done = await app.wait("r::1", timeout=5)
 
     The engine reads it for every timestamp and due time; `advance()` moves it
-    forward and wakes every runner built with it, so timers that are now due
-    fire at once, however long they were. A timer not yet due never fires:
+    forward and wakes every runner built with it (the distributed runner
+    takes one too), so timers that are now due fire at once, however long
+    they were. A timer not yet due never fires:
     a test cannot pass just because the machine was slow. Leases and
     `app.wait(timeout=...)` still use the real time. Use one clock per test;
     several runners (a restart) may share it.

@@ -191,6 +191,10 @@ class ProcrastinateRunner:
         self.heartbeat = heartbeat
         self.poll_interval = poll_interval
         self._now = clock
+        bind = getattr(clock, "bind", None)
+        if callable(bind):
+            bind(self.wake_timers)
+        self._waking: set[asyncio.Task[None]] = set()
         self._step_threads = step_threads
         self._storage: PostgresStorage | None = None
         self._definitions = DefinitionCache()
@@ -496,6 +500,24 @@ class ProcrastinateRunner:
 
     async def _wake_job(self, instance_id: str) -> None:
         await self._enqueue_advance(instance_id)
+
+    def wake_timers(self) -> None:
+        """Queue an advance now for every instance with a due timer (the clock moved, say).
+
+        A timer's wake-up job is scheduled at its due time by the real clock;
+        a test's `VirtualClock` calls this when it moves so that the timers
+        then due fire at once. Call it from the loop the runner runs on.
+        """
+        if self._storage is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._advance_due())
+        self._waking.add(task)
+        task.add_done_callback(self._waking.discard)
+
+    async def _advance_due(self) -> None:
+        storage = self._storage_or_raise()
+        for instance_id in await storage.due_timers(self._now()):
+            await self._enqueue_advance(instance_id)
 
     async def _enqueue_advance(self, instance_id: str) -> None:
         """Queue an advance of the instance, unless one is queued already.
