@@ -161,3 +161,18 @@ def test_the_trigger_is_not_persisted_nor_compared() -> None:
     assert triggered == plain
     assert "trigger" not in triggered.to_dict()
     assert Context.from_dict(json.loads(json.dumps(triggered.to_dict()))).trigger is None
+
+
+def test_the_trigger_reuses_the_stored_output_when_it_is_the_same() -> None:
+    history = (_entry("charge", "charged", ("ship",), {"ref": "c-1"}),)
+    steps = freeze({"charge": {"ref": "c-1"}})
+
+    reused = find_trigger(history, "ship", steps)
+    assert reused is not None
+    assert reused.data is steps["charge"]
+
+    # Should the stored output ever differ, the history's own data is what led here.
+    other = find_trigger(history, "ship", freeze({"charge": {"ref": "other"}}))
+    assert other == Trigger("charge", "charged", {"ref": "c-1"})
+    assert other is not None
+    assert type(other.data) is FrozenDict

@@ -106,14 +106,26 @@ class Trigger:
     data: Mapping[str, Any]
 
 
-def find_trigger(history: Iterable[ExecutionEntry], step: str) -> Trigger | None:
+def find_trigger(
+    history: Iterable[ExecutionEntry],
+    step: str,
+    steps: Mapping[str, Mapping[str, Any]] = EMPTY,
+) -> Trigger | None:
     """The trigger of `step`: the last completion whose transition led to it (`None` at start).
 
     Derived from the history, so a retried or recovered attempt sees the same one.
+    Pass the context's `steps`: a completion's updates are usually stored there
+    already frozen, which then saves freezing them again.
     """
     for entry in reversed(tuple(history)):
         if step in entry.targets:
-            return Trigger(entry.step, entry.event, freeze(entry.context_updates or EMPTY))
+            data = entry.context_updates
+            if data is None:
+                return Trigger(entry.step, entry.event, EMPTY)
+            stored = steps.get(entry.step)
+            if stored is None or stored != data:
+                stored = freeze(data)
+            return Trigger(entry.step, entry.event, stored)
     return None
 
 

@@ -189,7 +189,7 @@ async def run_attempt(
         steps=instance.context.steps,
         attempt=attempt,
         idempotency_key=idempotency_key(instance.id, step, attempt),
-        trigger=find_trigger(instance.execution_history, step),
+        trigger=find_trigger(instance.execution_history, step, instance.context.steps),
     )
     lifecycle.step_start(instance, step, attempt)
     timeout = node.step.timeout
