@@ -10,7 +10,7 @@ import os
 import flows  # noqa: F401  (the workflows this runner executes)
 
 from hephaestus import Hephaestus, LocalRunner
-from hephaestus.cli._storage_url import storage_from_url
+from hephaestus.storage import storage_from_url
 
 app = Hephaestus(
     storage=storage_from_url(os.environ.get("HEPHAESTUS_STORAGE", "sqlite:///hephaestus.db")),

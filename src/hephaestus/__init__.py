@@ -6,11 +6,11 @@ an event or a timer, and recovers them after a crash. No server to run.
 """
 
 from hephaestus.app import Hephaestus
-from hephaestus.core.context import Context
+from hephaestus.core.context import Context, Trigger
 from hephaestus.core.definition import route
 from hephaestus.core.instance import ExecutionEntry, Instance, Status
 from hephaestus.core.keys import Unique
-from hephaestus.core.outcomes import Async, Error, Ok, Retry
+from hephaestus.core.outcomes import Async, Error, Ok, Outcome, Retry
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     AlreadyRunningError,
@@ -93,6 +93,7 @@ __all__ = [
     "MemoryStorage",
     "MissingTransitionError",
     "Ok",
+    "Outcome",
     "OwnershipError",
     "Retry",
     "RuntimeNotFoundError",
@@ -101,6 +102,7 @@ __all__ = [
     "Step",
     "StorageError",
     "TimerNotFoundError",
+    "Trigger",
     "UnconvergedFanOutError",
     "UndeclaredEventError",
     "Unique",

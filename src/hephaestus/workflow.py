@@ -5,44 +5,62 @@ The facade class methods (`start`, `resume`, `get`, `list`, `cancel`, `wait`) bu
 `Hephaestus` app, so application code can say `await OrderFlow.start("abc123", {...})`.
 
 `start` is both the class attribute naming the first step and the facade
-method: a class body's `start = FirstStep` is swapped for a descriptor that
-remembers the step and, read from the class, is the `start(...)` coroutine.
+method: a class body's `start = FirstStep` stays in the class `__dict__` (the
+definition reads it from there), while `Flow.start` goes through a property of
+the workflow metaclass, which Python (and mypy) let win over a class attribute,
+so `await Flow.start("v", {...})` runs and type-checks as the facade call.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from hephaestus.core.definition import BaseWorkflow, StartAttribute
+from hephaestus.core.definition import BaseWorkflow
 
 if TYPE_CHECKING:
     from hephaestus.app import Hephaestus
     from hephaestus.core.instance import Instance
 
-__all__ = ["Workflow"]
+__all__ = ["StartFunction", "Workflow", "WorkflowType"]
 
 
-class _StartFacade(StartAttribute):
-    """`Flow.start(value, context, **opts)`; also keeps the declared start step."""
+class StartFunction(Protocol):
+    """The type of `Flow.start`: the same call as `Workflow.start_new`."""
 
-    __slots__ = ()
+    def __call__(
+        self,
+        value: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        hephaestus: Hephaestus | None = None,
+        version: int | None = None,
+        telemetry_metadata: Mapping[str, Any] | None = None,
+    ) -> Awaitable[str]: ...
 
-    def __get__(self, obj: object, owner: type[Workflow]) -> Callable[..., Awaitable[str]]:
-        return owner.start_new
+
+class WorkflowType(type):
+    """The metaclass of `Workflow`: it makes `Flow.start` the facade call.
+
+    A class body's `start = FirstStep` is a plain class attribute, which the
+    definition reads statically. A property of the metaclass is a data
+    descriptor, so attribute access on the class finds it first: `Flow.start`
+    is `Flow.start_new`. Type checkers follow the same rule, so
+    `await Flow.start("v", {...})` type-checks as the call it is.
+    """
+
+    @property
+    def start(cls) -> StartFunction:
+        return cast("type[Workflow]", cls).start_new
 
 
-class Workflow(BaseWorkflow):
-    """Base class of user workflows; see `BaseWorkflow` for the definition attributes."""
+class Workflow(BaseWorkflow, metaclass=WorkflowType):
+    """Base class of user workflows; see `BaseWorkflow` for the definition attributes.
 
-    start: ClassVar[Any] = _StartFacade(None)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        declared = cls.__dict__.get("start")
-        if declared is not None and not isinstance(declared, StartAttribute):
-            cls.start = _StartFacade(declared)
+    `start = FirstStep` (or `(FirstStep, config)`) in the class body names the
+    first step; `Flow.start(value, context)` starts an instance.
+    """
 
     @classmethod
     async def start_new(
@@ -60,9 +78,7 @@ class Workflow(BaseWorkflow):
         Extra keyword `options` go to an umbrella's `version_for` (see
         `Hephaestus.start_instance`).
 
-        `Flow.start(...)` is the same call. Type checkers see a workflow's
-        `start = FirstStep` attribute rather than the method, so typed code
-        may prefer this spelling.
+        `Flow.start(...)` is the same call, and type-checks as this method.
         """
         from hephaestus.app import find_app
 

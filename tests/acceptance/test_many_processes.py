@@ -50,7 +50,7 @@ from many.sideeffects import Run, read
 
 import hephaestus as hephaestus_package
 from hephaestus import Hephaestus, Instance, LocalRunner, Status
-from hephaestus.cli._storage_url import storage_from_url
+from hephaestus.storage import storage_from_url
 from hephaestus.storage.base import Query, RunnerRecord
 from hephaestus.storage.sqlite import SQLiteStorage
 

@@ -156,8 +156,11 @@ async def test_update_of_a_missing_instance_raises_not_found(storage: Storage) -
 
 
 async def test_get_of_a_missing_instance_raises_not_found(storage: Storage) -> None:
-    with pytest.raises(InstanceNotFoundError, match="order::nobody"):
+    with pytest.raises(InstanceNotFoundError, match="order::nobody") as raised:
         await storage.get("order::nobody")
+    # It points to the public call, not to a storage method.
+    assert "list()" in str(raised.value)
+    assert "query" not in str(raised.value)
 
 
 async def test_delete_removes_the_instance(storage: Storage) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from hephaestus.app import Hephaestus
 from hephaestus.runners.base import Runner
 from hephaestus.runners.local import LocalRunner
 from hephaestus.storage import Query, SQLiteStorage, Storage
+from hephaestus.testing import VirtualClock
 
 WaitFor = Callable[..., Awaitable[Instance]]
 OpenApp = Callable[..., Awaitable[Hephaestus]]
@@ -60,6 +62,12 @@ def wait_for_fixture() -> WaitFor:
 @pytest.fixture(name="snapshot")
 def snapshot_fixture() -> Callable[[Storage], Awaitable[dict[str, str]]]:
     return snapshot
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    """A virtual clock; a test asking for it gets its `app` runner on it."""
+    return VirtualClock(datetime.now(UTC).replace(microsecond=0))
 
 
 @pytest.fixture
@@ -116,10 +124,13 @@ async def app(request: pytest.FixtureRequest, open_app: OpenApp, db_path: Path) 
     """An open app: a LocalRunner on a SQLite file of its own, or (for `both_runners`
     tests) a ProcrastinateRunner with a worker in this process, on PostgreSQL.
 
-    A `runner_options(**options)` mark passes `options` (a `clock`, say) to either runner.
+    A `runner_options(**options)` mark passes `options` (a `clock`, say) to either runner;
+    a test that also asks for the `clock` fixture runs its `app` on that `VirtualClock`.
     """
     marker = request.node.get_closest_marker("runner_options")
     options: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    if "clock" in request.fixturenames:
+        options["clock"] = request.getfixturevalue("clock")
     if request.param == "local":
         return await open_app(db_path, **options)
     from hephaestus.runners.procrastinate import ProcrastinateRunner

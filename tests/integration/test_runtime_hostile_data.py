@@ -154,6 +154,10 @@ async def test_a_failure_reason_no_storage_keeps_is_stored_escaped(
     assert failed.status is Status.FAILED
     assert RT_ATTEMPTS[iid] == [1, 2]
     prefix = "ValueError: " if raises else ""
-    assert failed.error == (
+    reason, *traceback = failed.error.split("\n")
+    assert reason == (
         f"step Refuses failed after 2 attempts: {prefix}gateway said b'\\x00\xff': \\udcff"
     )
+    # A raised error keeps the end of its traceback, escaped the same way.
+    assert bool(traceback) is raises
+    assert "\x00" not in failed.error

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from hephaestus import (
 from hephaestus.app import Hephaestus
 from hephaestus.core import engine
 from hephaestus.storage import MemoryStorage, SQLiteStorage
+from hephaestus.testing import VirtualClock
 
 # How often each (instance id, step key) ran.
 RT_TIMER_RUNS: Counter[tuple[str, str]] = Counter()
@@ -36,11 +37,20 @@ RT_TIMER_RUNS: Counter[tuple[str, str]] = Counter()
 pytestmark = pytest.mark.both_runners
 
 
-async def _sleep_past(moment: datetime, margin: float = 0.15) -> None:
-    """Sleep until `moment` plus `margin` seconds has passed (short: timers here are < 1 s)."""
-    remaining = (moment - datetime.now(UTC)).total_seconds() + margin
-    if remaining > 0:
-        await asyncio.sleep(remaining)
+async def _move_past(app: Hephaestus, clock: VirtualClock, moment: datetime, wait_for: Any) -> None:
+    """Move `clock` a second past `moment`, and return once the runner has looked then.
+
+    A sentinel instance's resume, due at the new time, must fire first; then the
+    runner is idle. A check that nothing else fired cannot pass because it came early.
+    """
+    target = moment + timedelta(seconds=1)
+    sentinel = await app.start_instance(RtHoldFlow, {}, id=f"rthold::sentinel-{target:%H%M%S%f}")
+    await wait_for(app, sentinel, lambda i: i.status is Status.WAITING)
+    await app.schedule_resume(sentinel, "hold", (target - clock.now()).total_seconds())
+    clock.advance((target - clock.now()).total_seconds())
+    await wait_for(app, sentinel, lambda i: i.status is Status.COMPLETED)
+    runner: Any = app.runner
+    await runner.wait_idle(timeout=10)
 
 
 def _events_of(instance: Instance, step: str) -> list[str]:
@@ -104,6 +114,33 @@ async def test_wait_fires_once_and_the_instance_completes(app: Hephaestus, wait_
     assert done.timers == ()
 
 
+class RtDayNapFlow(Workflow):
+    unique = Unique(key="rtdaynap")
+    start = RtNapStart
+    transitions = {
+        (RtNapStart, "ready"): (Wait, {"duration": 1, "unit": "day"}),
+        (Wait, "timeout"): RtNapAfter,
+        (RtNapAfter, "woke"): Done,
+    }
+
+
+async def test_a_day_long_wait_fires_as_soon_as_the_virtual_clock_passes_it(
+    app: Hephaestus, clock: VirtualClock, wait_for: Any
+) -> None:
+    iid = await app.start_instance(RtDayNapFlow, {}, id="rtdaynap::v1")
+    parked = await wait_for(app, iid, lambda i: i.status is Status.WAITING)
+    (timer,) = parked.timers
+    assert timer.due_at == parked.updated_at + timedelta(days=1)
+
+    await _move_past(app, clock, timer.due_at - timedelta(seconds=2), wait_for)
+    assert (await app.get(iid)).status is Status.WAITING  # a second early: not yet
+
+    clock.advance(2)
+    done = await wait_for(app, iid, lambda i: i.status.is_final)
+    assert done.status is Status.COMPLETED, done.error
+    assert RT_TIMER_RUNS[iid, "nap_after"] == 1
+
+
 # --- WaitForEvent with a timeout ---------------------------------------------------------
 
 
@@ -148,7 +185,7 @@ async def test_wait_for_event_times_out_when_no_event_comes(app: Hephaestus, wai
 
 
 async def test_an_event_before_the_timeout_wins_and_the_timer_never_fires(
-    app: Hephaestus, wait_for: Any
+    app: Hephaestus, clock: VirtualClock, wait_for: Any
 ) -> None:
     iid = await app.start_instance(RtApprovalFlow, {}, id="rtapproval::ontime1")
     parked = await wait_for(app, iid, lambda i: i.status is Status.WAITING)
@@ -159,7 +196,7 @@ async def test_an_event_before_the_timeout_wins_and_the_timer_never_fires(
     assert at_pickup.timers == ()
 
     # Past the time the approval's timer was due, nothing has happened to the instance.
-    await _sleep_past(timer.due_at)
+    await _move_past(app, clock, timer.due_at, wait_for)
     later = await app.get(iid)
     assert later.to_json() == at_pickup.to_json()
     assert _events_of(later, "approval") == ["approved"]
@@ -212,7 +249,7 @@ async def test_schedule_resume_accepts_the_step_class_and_an_explicit_event(
 
 
 async def test_cancel_timer_stops_the_resume_and_a_second_cancel_fails(
-    app: Hephaestus, wait_for: Any
+    app: Hephaestus, clock: VirtualClock, wait_for: Any
 ) -> None:
     iid = await app.start_instance(RtHoldFlow, {}, id="rthold::cancel1")
     await wait_for(app, iid, lambda i: i.status is Status.WAITING)
@@ -222,7 +259,7 @@ async def test_cancel_timer_stops_the_resume_and_a_second_cancel_fails(
 
     stored = await app.get(iid)
     assert stored.timers == ()
-    await _sleep_past(handle.due_at)
+    await _move_past(app, clock, handle.due_at, wait_for)
     still = await app.get(iid)
     assert still.status is Status.WAITING
     assert still.waiting_steps == {"hold"}
@@ -251,17 +288,17 @@ async def test_a_fired_timer_cannot_be_cancelled(app: Hephaestus, wait_for: Any)
 
 
 async def test_a_durable_timer_fires_once_after_a_restart(
-    open_app: Any, db_path: Path, wait_for: Any
+    open_app: Any, db_path: Path, clock: VirtualClock, wait_for: Any
 ) -> None:
-    first = await open_app(db_path)
+    first = await open_app(db_path, clock=clock)
     iid = await first.start_instance(RtLongNapFlow, {}, id="rtlongnap::restart1")
     parked = await wait_for(first, iid, lambda i: i.status is Status.WAITING)
     await first.close()
     (timer,) = parked.timers
 
     # The process is gone while the timer comes due.
-    await _sleep_past(timer.due_at, margin=0.05)
-    second = await open_app(db_path)
+    clock.advance((timer.due_at - clock.now()).total_seconds())
+    second = await open_app(db_path, clock=clock)
     done = await wait_for(second, iid, lambda i: i.status.is_final)
 
     assert done.status is Status.COMPLETED, done.error

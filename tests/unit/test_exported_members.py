@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,7 @@ PUBLIC_NAMES = [
     "MemoryStorage",
     "MissingTransitionError",
     "Ok",
+    "Outcome",
     "OwnershipError",
     "Retry",
     "RuntimeNotFoundError",
@@ -57,6 +61,7 @@ PUBLIC_NAMES = [
     "Step",
     "StorageError",
     "TimerNotFoundError",
+    "Trigger",
     "UnconvergedFanOutError",
     "UndeclaredEventError",
     "Unique",
@@ -132,7 +137,45 @@ def test_every_public_name_is_importable() -> None:
 def test_public_names_are_defined_under_hephaestus() -> None:
     for name in hephaestus.__all__:
         member = getattr(hephaestus, name)
-        assert member.__module__.startswith("hephaestus."), (name, member.__module__)
+        # A type alias such as `Outcome` is a union of members defined here (and `str`).
+        parts = typing.get_args(member) if isinstance(member, types.UnionType) else (member,)
+        for part in parts:
+            if part is not str:
+                assert part.__module__.startswith("hephaestus."), (name, part.__module__)
+
+
+def test_outcome_names_what_a_step_may_return() -> None:
+    assert set(typing.get_args(hephaestus.Outcome)) == {
+        hephaestus.Ok,
+        hephaestus.Async,
+        hephaestus.Error,
+        str,
+    }
+
+
+#: `hephaestus.a._b` or `hephaestus._b`: a module the docs must not send users to.
+PRIVATE_MODULE = re.compile(r"\bhephaestus(?:\.\w+)*\._\w+")
+
+
+def test_docs_name_no_private_module() -> None:
+    root = Path(__file__).resolve().parents[2]
+    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    pages += sorted((root / "docs").rglob("*.py"))
+    assert len(pages) > 3
+    found = [
+        f"{page.relative_to(root)}: {match.group()}"
+        for page in pages
+        for match in PRIVATE_MODULE.finditer(page.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
+def test_storage_from_url_is_public(tmp_path: Path) -> None:
+    from hephaestus.storage import SQLiteStorage, storage_from_url
+
+    assert isinstance(storage_from_url(f"sqlite:///{tmp_path / 'x.db'}"), SQLiteStorage)
+    with pytest.raises(hephaestus.StorageError, match="redis"):
+        storage_from_url("redis://localhost/0")
 
 
 def test_version_is_a_string() -> None:

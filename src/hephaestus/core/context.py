@@ -3,24 +3,30 @@
 `initial` is what the caller passed to `start`; `steps[key]` is what the step
 with that key returned in `Ok(event, updates)`. Both are JSON values, checked
 when they enter, so an instance always round-trips through JSON exactly.
-`attempt` and `idempotency_key` describe the running attempt and are not persisted.
+`attempt`, `idempotency_key` and `trigger` describe the running attempt and
+are not persisted. Both mappings and everything in them are read-only
+(`FrozenDict`, `FrozenList`): changing one raises `TypeError`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import compress
 from operator import not_
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hephaestus.core.frozen import EMPTY, FrozenDict, freeze
 from hephaestus.errors import ContextSerializationError
 
-__all__ = ["MAX_DEPTH", "Context", "to_json_value"]
+if TYPE_CHECKING:
+    from hephaestus.core.instance import ExecutionEntry
 
-_EMPTY: Mapping[str, Any] = {}
+__all__ = ["MAX_DEPTH", "Context", "Trigger", "find_trigger", "to_json_value"]
+
+_EMPTY: Mapping[str, Any] = EMPTY
 
 
 #: How deep dicts and lists may nest in a context, a step's updates or metadata. Deeper data
@@ -254,14 +260,64 @@ def _find_non_str_key(value: Any, path: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What activated a step: step `step` completed with `event` and `data` (its output).
+
+    For a step after a waiting step, `event` and `data` are what `resume`
+    delivered (or the timer's event). `data` is read-only, empty if none.
+    """
+
+    step: str
+    event: str
+    data: Mapping[str, Any]
+
+
+def find_trigger(
+    history: Iterable[ExecutionEntry],
+    step: str,
+    steps: Mapping[str, Mapping[str, Any]] = EMPTY,
+) -> Trigger | None:
+    """The trigger of `step`: the last completion whose transition led to it (`None` at start).
+
+    Derived from the history, so a retried or recovered attempt sees the same one.
+    Pass the context's `steps`: a completion's updates are usually stored there
+    already frozen, which then saves freezing them again.
+    """
+    for entry in reversed(tuple(history)):
+        if step in entry.targets:
+            data = entry.context_updates
+            if data is None:
+                return Trigger(entry.step, entry.event, EMPTY)
+            stored = steps.get(entry.step)
+            if stored is None or stored != data:
+                stored = freeze(data)
+            return Trigger(entry.step, entry.event, stored)
+    return None
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Context:
-    """Read-only view of an instance's data, handed to every step."""
+    """Read-only view of an instance's data, handed to every step.
+
+    `initial` and `steps` (and every dict and list in them) refuse changes
+    with a `TypeError`: a step returns its changes as `Ok(event, updates)`.
+    `attempt`, `idempotency_key` and `trigger` (what activated the running
+    step, `None` for the start step) describe the running attempt only.
+    """
 
     initial: Mapping[str, Any]
     steps: Mapping[str, Mapping[str, Any]]
     attempt: int = 0
     idempotency_key: str = ""
+    trigger: Trigger | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen values are kept as is: the common case costs two type checks.
+        if type(self.initial) is not FrozenDict:
+            object.__setattr__(self, "initial", freeze(self.initial))
+        if type(self.steps) is not FrozenDict:
+            object.__setattr__(self, "steps", freeze(self.steps))
 
     @classmethod
     def new(cls, initial: Mapping[str, Any] | None = None) -> Context:
@@ -276,7 +332,9 @@ class Context:
 
     def with_updates(self, key: str, updates: Mapping[str, Any]) -> Context:
         """A new context whose `steps[key]` is `updates` (already JSON-normalised)."""
-        return Context(initial=self.initial, steps={**self.steps, key: updates})
+        steps = FrozenDict(self.steps)
+        dict.__setitem__(steps, key, freeze(updates))
+        return Context(initial=self.initial, steps=steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {"initial": self.initial, "steps": self.steps}

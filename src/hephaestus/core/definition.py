@@ -33,7 +33,6 @@ __all__ = [
     "BaseWorkflow",
     "Route",
     "RouteSpec",
-    "StartAttribute",
     "StepNode",
     "WorkflowDefinition",
     "check_metadata",
@@ -165,24 +164,10 @@ def load_workflow(name: str) -> type[BaseWorkflow]:
     return cls
 
 
-class StartAttribute:
-    """Holds the start step where a subclass turned the `start` attribute into a method.
-
-    `start = FirstStep` in a class body declares the start step; the public
-    `Workflow` then replaces it with its `start(value, context)` facade, which
-    keeps the step here so the definition can still read it.
-    """
-
-    __slots__ = ("spec",)
-
-    def __init__(self, spec: Any) -> None:
-        self.spec = spec
-
-
 def start_spec(cls: type) -> Any:
     """What the class declared as `start` (a step or `(step, config)`), or `None`."""
-    raw = inspect.getattr_static(cls, "start", None)
-    return raw.spec if isinstance(raw, StartAttribute) else raw
+    # Static: on the public `Workflow`, `cls.start` is the `start(...)` facade.
+    return inspect.getattr_static(cls, "start", None)
 
 
 class BaseWorkflow:
@@ -200,7 +185,9 @@ class BaseWorkflow:
     version: ClassVar[int] = 1
     tags: ClassVar[tuple[str, ...]] = ()
     metadata: ClassVar[Mapping[str, Any]] = {}
-    start: ClassVar[Any] = None
+    # Not a ClassVar: type checkers then let a metaclass property of the same
+    # name (the public `Workflow`'s `start(...)` facade) win on class access.
+    start: Any = None
     transitions: ClassVar[Mapping[Any, Any]] = {}
     versions: ClassVar[Mapping[int, type[BaseWorkflow]]] = {}
     current: ClassVar[int | None] = None

@@ -883,7 +883,8 @@ def _failed_attempt(
         return None
     draft.facts.append(AttemptFailed(step, attempt, outcome.reason, duration))
     attempts = "1 attempt" if attempt == 1 else f"{attempt} attempts"
-    return f"step {node.name} failed after {attempts}: {outcome.reason}"
+    failed = f"step {node.name} failed after {attempts}: {outcome.reason}"
+    return failed if outcome.traceback is None else f"{failed}\n{outcome.traceback}"
 
 
 def _settle(definition: WorkflowDefinition, draft: _Draft) -> None:

@@ -48,9 +48,14 @@ class Async:
 
 @dataclass(frozen=True, slots=True)
 class Error:
-    """The step failed with `reason`: retried per the step's `retry`, then the instance fails."""
+    """The step failed with `reason`: retried per the step's `retry`, then the instance fails.
+
+    `traceback` is set by the runner when the step raised: the end of the
+    formatted traceback, kept in the instance's `error` if it fails for good.
+    """
 
     reason: str
+    traceback: str | None = None
 
 
 Outcome = Ok | Async | Error | str

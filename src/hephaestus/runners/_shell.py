@@ -16,6 +16,7 @@ import logging
 import re
 import signal
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hephaestus.core import engine
-from hephaestus.core.context import Context
+from hephaestus.core.context import Context, find_trigger
 from hephaestus.core.definition import (
     BaseWorkflow,
     WorkflowDefinition,
@@ -32,6 +33,7 @@ from hephaestus.core.definition import (
     workflow_name,
 )
 from hephaestus.core.engine import Advance
+from hephaestus.core.facts import AttemptFailed, InstanceFailed
 from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
 from hephaestus.core.outcomes import Error
@@ -40,19 +42,26 @@ from hephaestus.errors import InvalidEventError, WorkflowDefinitionError
 from hephaestus.telemetry import lifecycle
 
 __all__ = [
+    "TRACEBACK_LIMIT",
     "Clock",
     "DefinitionCache",
     "KeyedLocks",
     "StepRun",
     "check_event",
     "idempotency_key",
+    "log_failures",
     "new_instance",
+    "report",
     "run_attempt",
     "step_key",
+    "traceback_tail",
     "utc_now",
 ]
 
 logger = logging.getLogger("hephaestus.runner")
+
+#: How much of a failed step's traceback the instance keeps (its end, in characters).
+TRACEBACK_LIMIT = 4096
 
 Clock = Callable[[], datetime]
 
@@ -189,6 +198,7 @@ async def run_attempt(
         steps=instance.context.steps,
         attempt=attempt,
         idempotency_key=idempotency_key(instance.id, step, attempt),
+        trigger=find_trigger(instance.execution_history, step, instance.context.steps),
     )
     lifecycle.step_start(instance, step, attempt)
     timeout = node.step.timeout
@@ -226,7 +236,8 @@ async def run_attempt(
         if isinstance(exc, TimeoutError) and timeout is not None:
             reason = f"timed out after {timeout}s (attempt {attempt})"
             return StepRun(Error(reason), duration, exc)
-        return StepRun(Error(_describe(exc)), duration, exc)
+        failed = Error(_describe(exc), _storable_text(traceback_tail(exc)))
+        return StepRun(failed, duration, exc)
     if task.cancelling() > cancels:
         raise asyncio.CancelledError  # the step swallowed the runner's cancellation
     if isinstance(outcome, Error) and isinstance(outcome.reason, str):
@@ -468,3 +479,43 @@ class _Timed:
                 raise
             except BaseException as exc:  # passed on to the step, as `await` would
                 thrown = exc
+
+
+def traceback_tail(exc: BaseException, limit: int = TRACEBACK_LIMIT) -> str:
+    """The formatted traceback of `exc`, cut to its last `limit` characters."""
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    if len(text) <= limit:
+        return text
+    return "..." + text[len(text) - limit + 3 :]
+
+
+def log_failures(advance: Advance) -> None:
+    """Log the failures of one stored engine decision through the `hephaestus` logger.
+
+    A failed attempt that will be retried is a WARNING; an instance that
+    failed is an ERROR with its `error` (the traceback's end when a step
+    raised). Python prints both to stderr when no handler is configured, so a
+    failure is never silent.
+    """
+    for fact in advance.facts:
+        if isinstance(fact, AttemptFailed) and fact.will_retry:
+            logger.warning(
+                "instance %s: step %s failed (attempt %d), will retry: %s",
+                advance.instance.id,
+                fact.step,
+                fact.attempt,
+                fact.reason,
+            )
+        elif isinstance(fact, InstanceFailed):
+            logger.error("instance %s failed: %s", advance.instance.id, fact.reason)
+
+
+def report(
+    advance: Advance,
+    *,
+    since: datetime | None = None,
+    exception: BaseException | None = None,
+) -> None:
+    """What follows a stored engine decision: its failures logged, its telemetry emitted."""
+    log_failures(advance)
+    lifecycle.report(advance, since=since, exception=exception)

@@ -74,6 +74,7 @@ from hephaestus.runners._shell import (
     StepRun,
     check_event,
     new_instance,
+    report,
     run_attempt,
     step_key,
     utc_now,
@@ -476,7 +477,7 @@ class _Actor:
             self.instance = advance.instance
             self.runner._note_timers(advance.instance)
             self._carry_out(advance.commands)
-            lifecycle.report(advance, since=before.updated_at, exception=exception)
+            report(advance, since=before.updated_at, exception=exception)
             return advance
         raise ConcurrencyError(
             f"instance {self.id} kept changing while runner {self.runner.id} applied a "
@@ -672,8 +673,9 @@ class LocalRunner:
     - `step_threads`: size of the thread pool for sync `execute` methods.
     - `timer_poll_interval`: seconds between looks at storage for timers set by
       other processes; timers set here wake the loop at once.
-    - `clock`: returns the current UTC time for the engine and timers (tests
-      may pass a virtual clock). Leases always use the real time.
+    - `clock`: returns the current UTC time for the engine and timers. Tests
+      pass a `hephaestus.testing.VirtualClock`, whose `advance()` also wakes
+      this runner's timer loop. Leases always use the real time.
     - `lease`: seconds a runner owns its instances without renewing; renewed
       every third of it. A runner that dies is replaced within about one
       lease (at once, on the same host, when its process is gone).
@@ -705,6 +707,9 @@ class LocalRunner:
         self._step_threads = step_threads or min(32, (os.cpu_count() or 1) + 4)
         self._poll = timer_poll_interval
         self._now = clock
+        bind = getattr(clock, "bind", None)
+        if callable(bind):
+            bind(self.wake_timers)
         self._lease = lease
         self._work_poll = work_poll_interval
         self._shutdown_grace = shutdown_grace
@@ -829,7 +834,7 @@ class LocalRunner:
         await storage.put(advance.instance, None, owner=self.id)
         lifecycle.workflow_start(advance.instance, runner=type(self).__name__)
         self._spawn(id, advance.instance).tell(_Begin(advance.commands))
-        lifecycle.report(advance)
+        report(advance)
         return id
 
     async def resume(
@@ -1085,6 +1090,10 @@ class LocalRunner:
         if due is not None and (self._next_wake is None or due < self._next_wake):
             self._next_wake = due
             self._wake.set()
+
+    def wake_timers(self) -> None:
+        """Look for due timers now, not at the next poll (the clock moved, say)."""
+        self._wake.set()
 
     def _timer_fired(self, instance_id: str, *, wake: bool = True) -> None:
         self._firing.discard(instance_id)

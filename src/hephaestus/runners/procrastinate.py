@@ -68,6 +68,7 @@ from hephaestus.runners._shell import (
     StepRun,
     check_event,
     new_instance,
+    report,
     run_attempt,
     step_key,
     utc_now,
@@ -121,7 +122,7 @@ def _encode(run: StepRun, step_name: str) -> dict[str, Any]:
             "timeout_event": outcome.timeout_event,
         }
     if isinstance(outcome, Error):
-        return {"kind": "error", "reason": outcome.reason}
+        return {"kind": "error", "reason": outcome.reason, "traceback": outcome.traceback}
     return {"kind": "unknown", "repr": repr(outcome)}
 
 
@@ -132,7 +133,7 @@ def _decode(data: Mapping[str, Any]) -> Any:
     if kind == "async":
         return Async(data.get("resume_after"), data.get("timeout_event", "timeout"))
     if kind == "error":
-        return Error(data["reason"])
+        return Error(data["reason"], data.get("traceback"))
     if kind == "unknown":
         return _Returned(data["repr"])
     return _Invalid(data["message"])
@@ -190,6 +191,10 @@ class ProcrastinateRunner:
         self.heartbeat = heartbeat
         self.poll_interval = poll_interval
         self._now = clock
+        bind = getattr(clock, "bind", None)
+        if callable(bind):
+            bind(self.wake_timers)
+        self._waking: set[asyncio.Task[None]] = set()
         self._step_threads = step_threads
         self._storage: PostgresStorage | None = None
         self._definitions = DefinitionCache()
@@ -372,7 +377,7 @@ class ProcrastinateRunner:
             await tx.forget_step_results(id)
             await self._dispatch(tx, None, advance)
         lifecycle.workflow_start(advance.instance, runner=type(self).__name__)
-        lifecycle.report(advance)
+        report(advance)
         return id
 
     async def resume(
@@ -491,10 +496,28 @@ class ProcrastinateRunner:
                 await tx.put(instance, before.revision)
                 await self._dispatch(tx, before, Advance(instance, commands))
         for decision in decisions:
-            lifecycle.report(decision, since=before.updated_at)
+            report(decision, since=before.updated_at)
 
     async def _wake_job(self, instance_id: str) -> None:
         await self._enqueue_advance(instance_id)
+
+    def wake_timers(self) -> None:
+        """Queue an advance now for every instance with a due timer (the clock moved, say).
+
+        A timer's wake-up job is scheduled at its due time by the real clock;
+        a test's `VirtualClock` calls this when it moves so that the timers
+        then due fire at once. Call it from the loop the runner runs on.
+        """
+        if self._storage is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._advance_due())
+        self._waking.add(task)
+        task.add_done_callback(self._waking.discard)
+
+    async def _advance_due(self) -> None:
+        storage = self._storage_or_raise()
+        for instance_id in await storage.due_timers(self._now()):
+            await self._enqueue_advance(instance_id)
 
     async def _enqueue_advance(self, instance_id: str) -> None:
         """Queue an advance of the instance, unless one is queued already.
@@ -532,7 +555,7 @@ class ProcrastinateRunner:
             if advance.instance is not before:
                 await tx.put(advance.instance, before.revision)
                 await self._dispatch(tx, before, advance)
-        lifecycle.report(advance, since=before.updated_at)
+        report(advance, since=before.updated_at)
         return advance
 
     async def _dispatch(

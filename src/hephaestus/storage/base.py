@@ -360,7 +360,8 @@ def not_found(instance_id: str) -> InstanceNotFoundError:
     """The error for a read or delete of an id that holds no instance."""
     return InstanceNotFoundError(
         f"no workflow instance has id {instance_id!r}; check the id "
-        "(instances are `key::value`) or list instances with query()"
+        "(instances are `key::value`) or list instances with list() "
+        "(`hephaestus instances list` on the command line)"
     )
 
 

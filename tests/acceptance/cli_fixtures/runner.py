@@ -9,7 +9,7 @@ import os
 
 import cli_fixtures.flows  # noqa: F401  (registers the workflows this runner runs)
 from hephaestus import Hephaestus, LocalRunner
-from hephaestus.cli._storage_url import storage_from_url
+from hephaestus.storage import storage_from_url
 
 app = Hephaestus(
     storage=storage_from_url(os.environ["HEPHAESTUS_STORAGE"]),

@@ -14,7 +14,7 @@ import os
 import sys
 
 from hephaestus import Hephaestus
-from hephaestus.cli._storage_url import storage_from_url
+from hephaestus.storage import storage_from_url
 from many import flows
 
 

@@ -11,7 +11,7 @@ import os
 
 import many.flows  # noqa: F401  (the workflows this runner runs)
 from hephaestus import Hephaestus, LocalRunner
-from hephaestus.cli._storage_url import storage_from_url
+from hephaestus.storage import storage_from_url
 
 app = Hephaestus(
     storage=storage_from_url(os.environ["HEPHAESTUS_STORAGE"]),
