@@ -14,15 +14,12 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cli_fixtures.flows import ApprovalFlow, FailingFlow
+from worker_process import worker_process
 
 import hephaestus as hephaestus_package
 from hephaestus import Hephaestus, Instance, LocalRunner, SQLiteStorage, Status
@@ -58,38 +55,9 @@ def hephaestus(
     )
 
 
-@contextmanager
-def runner_process(storage_url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """A real runner process (`hephaestus worker`) on the storage, stopped with SIGTERM after.
-
-    Its output goes to a file (an unread pipe could block it); the test reads it on failure.
-    """
-    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COLUMNS")}
-    environ.update(HEPHAESTUS_STORAGE=storage_url, PYTHONPATH=str(SOURCE))
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hephaestus.cli", "worker", "--app", "cli_fixtures.runner:app"],
-            cwd=PROJECT,
-            env=environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while b"ready" not in _read(log):
-                assert process.poll() is None, _read(log).decode()
-                assert time.monotonic() < deadline, _read(log).decode()
-                time.sleep(0.05)
-            yield process
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-        assert b"Traceback" not in _read(log), _read(log).decode()
-
-
-def _read(log: Any) -> bytes:
-    log.seek(0)
-    return bytes(log.read())
+def runner_process(storage_url: str) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """A runner process for the CLI fixtures' workflows on the storage."""
+    return worker_process(storage_url, "cli_fixtures.runner:app", PROJECT)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,14 +24,12 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from worker_process import worker_process
 
-import hephaestus as hephaestus_package
 from hephaestus import Instance, SQLiteStorage, Status
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
-# Where the `hephaestus` under test is imported from, so the worker runs the same code.
-SOURCE = Path(hephaestus_package.__file__).resolve().parent.parent
 EXCERPT = re.compile(r"^```py\n# (docs/examples/\S+)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -72,32 +68,8 @@ def http(example: ModuleType) -> FlaskClient:
 @pytest.fixture
 def worker(storage_url: str) -> Iterator[subprocess.Popen[bytes]]:
     """`hephaestus worker --app worker:app` in docs/examples, stopped with SIGTERM after."""
-    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COLUMNS")}
-    environ.update(HEPHAESTUS_STORAGE=storage_url, PYTHONPATH=str(SOURCE))
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hephaestus.cli", "worker", "--app", "worker:app"],
-            cwd=EXAMPLES,
-            env=environ,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while b"ready" not in _read(log):
-                assert process.poll() is None, _read(log).decode()
-                assert time.monotonic() < deadline, _read(log).decode()
-                time.sleep(0.05)
-            yield process
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-        assert b"Traceback" not in _read(log), _read(log).decode()
-
-
-def _read(log: Any) -> bytes:
-    log.seek(0)
-    return bytes(log.read())
+    with worker_process(storage_url, "worker:app", EXAMPLES) as process:
+        yield process
 
 
 def poll(http: FlaskClient, order: str, status: str, timeout: float = 20.0) -> dict[str, Any]:

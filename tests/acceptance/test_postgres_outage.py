@@ -26,10 +26,8 @@ import asyncio
 import getpass
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,7 +37,7 @@ import pytest
 from many.outage_client import PROBE_ID
 from many.outage_flows import BUILT_IN, OUTAGE_STEPS
 from many.sideeffects import Run, read
-from test_many_processes import all_final, count, registered, reruns, stored, until
+from test_many_processes import Cluster, all_final, count, registered, reruns, stored, until
 
 import hephaestus as hephaestus_package
 from hephaestus import Instance, Status
@@ -166,61 +164,9 @@ def postgres() -> Iterator[Postgres]:
 # --- processes -------------------------------------------------------------------------------
 
 
-class Processes:
-    """The test's processes; `close` stops every one still alive."""
-
-    def __init__(self, url: str, tmp: Path) -> None:
-        self.url = url
-        self.tmp = tmp
-        self.log = tmp / "sideeffects.log"
-        self.started: list[subprocess.Popen[bytes]] = []
-        self.outputs: dict[int, Path] = {}
-
-    def env(self) -> dict[str, str]:
-        environ = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in ("PYTHONPATH", "COLUMNS", "FORCE_COLOR", "HEPHAESTUS_STORAGE")
-        }
-        environ.update(
-            HEPHAESTUS_STORAGE=self.url,
-            MANY_LOG=str(self.log),
-            PYTHONPATH=os.pathsep.join([str(SOURCE), str(HERE)]),
-        )
-        return environ
-
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        output = self.tmp / f"{name}.out"
-        with output.open("wb") as sink:
-            process = subprocess.Popen(
-                [sys.executable, *args],
-                cwd=HERE,
-                env=self.env(),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        self.started.append(process)
-        self.outputs[process.pid] = output
-        return process
-
-    def output(self, process: subprocess.Popen[bytes]) -> str:
-        return self.outputs[process.pid].read_text(errors="replace")
-
-    def close(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
-
-
 @pytest.fixture
-def processes(postgres: Postgres, tmp_path: Path) -> Iterator[Processes]:
-    started = Processes(postgres.url, tmp_path)
+def processes(postgres: Postgres, tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(postgres.url, tmp_path, tmp_path / "sideeffects.log")
     try:
         yield started
     finally:
@@ -253,7 +199,7 @@ def _check_flows(instances: dict[str, Instance], ids: list[str], runs: list[Run]
 
 @pytest.mark.slow
 def test_a_database_outage_never_strands_instances_in_a_live_local_runner(
-    postgres: Postgres, processes: Processes
+    postgres: Postgres, processes: Cluster
 ) -> None:
     url = postgres.url
     assert asyncio.run(migrate(url)), "the new database was migrated"
