@@ -227,6 +227,26 @@ def test_data_that_is_not_a_json_dict_is_refused_before_anything_is_written() ->
     assert engine.check_event_data("test::1", "approved", ({"a": (1, 2)})) == {"a": [1, 2]}
 
 
+# --- an owner's delivery -----------------------------------------------------------------
+
+
+def test_an_owner_delivers_at_once_to_a_waiting_step_and_holds_an_early_event() -> None:
+    waiting = parked_at_approve()
+    resumed = engine.deliver(APPROVAL, waiting, "approved", now=at(3), data={"by": "ada"})
+    assert resumed.instance.inbox == ()
+    assert resumed.instance.context.steps["in_approve"] == {"by": "ada"}
+    assert resumed.commands == [RunStep("in_ship", 1)]
+
+    running = complete(started(), "in_receive", Ok("ok")).instance
+    held = engine.deliver(APPROVAL, running, "approved", now=at(2), data={"by": "bo"})
+    assert held.commands == []
+    assert [(i.event, i.held) for i in held.instance.inbox] == [("approved", True)]
+    assert not held.instance.has_new_commands  # the owner has seen it: no wake-up needed
+
+    with pytest.raises(InvalidEventError, match="'paid'"):
+        engine.deliver(APPROVAL, running, "paid", now=at(2))
+
+
 # --- cancel requests ---------------------------------------------------------------------
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "check_delay",
     "check_event_data",
     "complete_step",
+    "deliver",
     "drain_inbox",
     "expects_result",
     "fail",
@@ -308,6 +309,29 @@ def resume(
     draft = _Draft(instance)
     problem = _resume(definition, draft, target, Ok(event, data), "event", now)
     return _close(definition, draft, instance, problem, now)
+
+
+def deliver(
+    definition: WorkflowDefinition,
+    instance: Instance,
+    event: str,
+    *,
+    now: datetime,
+    step: str | None = None,
+    data: Mapping[str, Any] | None = None,
+) -> Advance:
+    """An owner delivers `event`: it resumes the waiting step that takes it, or, while
+    none waits yet, it is held in the inbox until that step parks (`accept_event`).
+
+    Raises what `accept_event` raises when no step can ever take the event.
+    """
+    try:
+        resume_target(definition, instance, event, step)
+    except AmbiguousEventError:
+        raise
+    except (InstanceNotWaitingError, InvalidEventError):
+        return accept_event(definition, instance, event, now=now, step=step, data=data, held=True)
+    return resume(definition, instance, event, now=now, step=step, data=data)
 
 
 def check_event_data(instance_id: str, event: str, data: object) -> dict[str, Any] | None:

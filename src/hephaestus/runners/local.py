@@ -59,11 +59,8 @@ from hephaestus.core.keys import validate_id
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     AlreadyRunningError,
-    AmbiguousEventError,
     ConcurrencyError,
     HephaestusError,
-    InstanceNotWaitingError,
-    InvalidEventError,
     OwnershipError,
     StorageError,
     WorkflowDefinitionError,
@@ -620,24 +617,8 @@ class _Actor:
 
     async def _resume(self, message: _Resume) -> None:
         definition = self.definition
-
-        def decide(inst: Instance) -> Advance:
-            try:
-                engine.resume_target(definition, inst, message.event, message.step)
-            except AmbiguousEventError:
-                raise
-            except (InstanceNotWaitingError, InvalidEventError):
-                # No step waits for it yet: hold it if one still can (else this raises).
-                return engine.accept_event(
-                    definition,
-                    inst,
-                    message.event,
-                    now=self.runner._now(),
-                    step=message.step,
-                    data=message.data,
-                    held=True,
-                )
-            return engine.resume(
+        await self._apply(
+            lambda inst: engine.deliver(
                 definition,
                 inst,
                 message.event,
@@ -645,8 +626,7 @@ class _Actor:
                 step=message.step,
                 data=message.data,
             )
-
-        await self._apply(decide)
+        )
 
     async def _schedule(self, message: _Schedule) -> TimerHandle:
         advance = await self._apply(

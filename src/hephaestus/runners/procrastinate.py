@@ -55,10 +55,7 @@ from hephaestus.core.keys import validate_id
 from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import (
-    AmbiguousEventError,
     ContextSerializationError,
-    InstanceNotWaitingError,
-    InvalidEventError,
     StorageError,
 )
 from hephaestus.runners._shell import (
@@ -394,19 +391,12 @@ class ProcrastinateRunner:
         key = step_key(step)
 
         def decide(instance: Instance) -> Advance:
+            # An event held for a step that has not parked yet is consumed by the
+            # advance job's engine call that parks it.
             definition = self._definitions.get(instance)
-            now = self._now()
-            try:
-                engine.resume_target(definition, instance, event, key)
-            except AmbiguousEventError:
-                raise
-            except (InstanceNotWaitingError, InvalidEventError):
-                # No step waits for it yet: held in the inbox until one parks (the
-                # advance job's engine call consumes it), if one still can.
-                return engine.accept_event(
-                    definition, instance, event, now=now, step=key, data=checked, held=True
-                )
-            return engine.resume(definition, instance, event, now=now, step=key, data=checked)
+            return engine.deliver(
+                definition, instance, event, now=self._now(), step=key, data=checked
+            )
 
         await self._apply(id, decide)
 
