@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,7 @@ from hephaestus import (
     Instance,
     InstanceNotWaitingError,
     InvalidEventError,
-    LocalRunner,
     Ok,
-    SQLiteStorage,
     Status,
     Step,
     Unique,
@@ -33,6 +31,7 @@ from hephaestus import (
     WaitTimeoutError,
     Workflow,
 )
+from hephaestus.runners.client import ClientRunner
 
 # (instance id, step, attempt) for every execution.
 RT_RUNS: list[tuple[str, str, int]] = []
@@ -110,24 +109,15 @@ Opener = Callable[..., Awaitable[Hephaestus]]
 
 
 @pytest.fixture
-async def opener(tmp_path: Path) -> AsyncIterator[Opener]:
+def opener(open_app: Opener, db_path: Path) -> Opener:
     """Open apps on the test's SQLite file: `await opener()` a runner, `opener(None)` a client."""
-    opened: list[Hephaestus] = []
-    path = tmp_path / "shared.db"
 
     async def make(runner: Any = "runner", **options: Any) -> Hephaestus:
-        chosen = LocalRunner(lease=options.pop("lease", 1.5), **options) if runner else None
-        app = Hephaestus(storage=SQLiteStorage(path), runner=chosen)
-        await app.open()
-        opened.append(app)
-        return app
+        if runner is None:
+            return await open_app(db_path, runner=ClientRunner())
+        return await open_app(db_path, lease=options.pop("lease", 1.5), **options)
 
-    try:
-        yield make
-    finally:
-        for app in reversed(opened):
-            if app.is_open:
-                await app.close()
+    return make
 
 
 @pytest.fixture(autouse=True)
