@@ -254,11 +254,7 @@ def resume_target(
     definition: WorkflowDefinition, instance: Instance, event: str, step: str | None = None
 ) -> str:
     """The waiting step that `event` resumes; raises if there is none (instance untouched)."""
-    if instance.status.is_final:
-        raise InstanceNotWaitingError(
-            f"instance {instance.id} is {instance.status.value}; only an active instance "
-            f"accepts events, so {event!r} was not delivered"
-        )
+    check_active(instance, event)
     if not instance.waiting_steps:
         raise InstanceNotWaitingError(
             f"instance {instance.id} has no waiting step (active: "
@@ -284,11 +280,15 @@ def resume_target(
             f"waiting steps and their events: {awaited}"
         )
     if len(candidates) > 1:
-        raise AmbiguousEventError(
-            f"instance {instance.id}: waiting steps {candidates} all declare {event!r}; "
-            "pass step=<key> to choose one"
-        )
+        raise _ambiguous(instance, candidates, event)
     return candidates[0]
+
+
+def _ambiguous(instance: Instance, steps: list[str], event: str) -> AmbiguousEventError:
+    return AmbiguousEventError(
+        f"instance {instance.id}: waiting steps {steps} all declare {event!r}; "
+        "pass step=<key> to choose one"
+    )
 
 
 def resume(
@@ -326,12 +326,11 @@ def deliver(
     Raises what `accept_event` raises when no step can ever take the event.
     """
     try:
-        resume_target(definition, instance, event, step)
+        return resume(definition, instance, event, now=now, step=step, data=data)
     except AmbiguousEventError:
         raise
-    except (InstanceNotWaitingError, InvalidEventError):
+    except (InstanceNotWaitingError, InvalidEventError):  # raised before anything is decided
         return accept_event(definition, instance, event, now=now, step=step, data=data, held=True)
-    return resume(definition, instance, event, now=now, step=step, data=data)
 
 
 def check_event_data(instance_id: str, event: str, data: object) -> dict[str, Any] | None:
@@ -374,10 +373,7 @@ def accept_event(
         if event in definition.nodes[w].events and step in (None, w)
     ]
     if len(waiting) > 1:
-        raise AmbiguousEventError(
-            f"instance {instance.id}: waiting steps {waiting} all declare {event!r}; "
-            "pass step=<key> to choose one"
-        )
+        raise _ambiguous(instance, waiting, event)
     if not waiting:
         future = _may_still_wait(definition, instance)
         if step is not None:
