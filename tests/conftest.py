@@ -140,7 +140,9 @@ def postgres_database(postgres_server_url: str) -> Iterator[str]:
 def postgres_url(postgres_database: str) -> str:
     """The URL of the run's database, its tables (and job queue) emptied for this test."""
     with psycopg.connect(postgres_database, autocommit=True) as conn:
-        conn.execute("TRUNCATE workflow_instances, hephaestus_step_results")
+        conn.execute(
+            "TRUNCATE workflow_instances, workflow_log, workflow_runs, hephaestus_step_results"
+        )
         # The distributed runner's job queue, when its extra is installed.
         if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone() != (None,):
             conn.execute(

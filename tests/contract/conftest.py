@@ -9,8 +9,10 @@ joins the suite by adding one entry to `STORAGE_FACTORIES`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,24 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield adapter
     finally:
         await adapter.close()
+
+
+@pytest.fixture
+def reopen(request: pytest.FixtureRequest, tmp_path: Path, storage: Storage) -> Any:
+    """`async with reopen() as other:` a second adapter on the same data, as another
+    process would open it (the memory adapter has no other process: the same object)."""
+
+    @contextlib.asynccontextmanager
+    async def other() -> AsyncIterator[Storage]:
+        name = request.node.callspec.params["storage"]
+        if name == "memory":
+            yield storage
+            return
+        adapter = STORAGE_FACTORIES[name](request, tmp_path)
+        await adapter.open()
+        try:
+            yield adapter
+        finally:
+            await adapter.close()
+
+    return other

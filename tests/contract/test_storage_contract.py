@@ -10,7 +10,7 @@ import pytest
 
 from hephaestus import Context, Done, Ok, Step, Unique, Workflow
 from hephaestus.core.engine import new_instance
-from hephaestus.core.instance import Instance, Status, Timer
+from hephaestus.core.instance import ExecutionEntry, Instance, Status, Timer
 from hephaestus.errors import AlreadyRunningError, ConcurrencyError, InstanceNotFoundError
 from hephaestus.storage import Query, Storage
 
@@ -430,3 +430,92 @@ async def test_stats_count_the_instances_written(storage: Storage) -> None:
 
     assert stats.writes == 2
     assert 1 <= stats.transactions <= 2
+
+
+# -- history, outputs and earlier runs -------------------------------------------------------
+
+
+def completed(instance: Instance, step: str, updates: dict[str, Any] | None) -> Instance:
+    """What the engine stores when `step` completes: its entry, its output, one revision on."""
+    entry = ExecutionEntry(
+        step=step,
+        event="done",
+        timestamp=instance.updated_at + timedelta(seconds=1),
+        context_updates=updates,
+        attempt=2,
+        duration=0.25,
+        targets=("next",),
+    )
+    return next_revision(
+        instance,
+        context=instance.context.with_updates(step, updates if updates is not None else {}),
+        completed_steps=instance.completed_steps | {step},
+        execution_history=(*instance.execution_history, entry),
+    )
+
+
+async def test_a_long_history_with_outputs_reads_back_equal_from_any_reader(
+    storage: Storage, reopen: Any
+) -> None:
+    instance = make()
+    await storage.put(instance, None)
+    for n in range(30):
+        before = instance
+        instance = completed(instance, f"step_{n % 7}", None if n % 5 == 0 else {"n": n})
+        await storage.put(instance, before.revision)
+
+    assert await storage.get(instance.id) == instance
+    # Another process (nothing known of the instance) reads, then writes on top of it.
+    async with reopen() as other:
+        read = await other.get(instance.id)
+        assert read == instance
+        assert read.context.steps["step_1"] == {"n": 29}
+        longer = completed(read, "last", {"ok": True})
+        await other.put(longer, read.revision)
+    assert await storage.get(instance.id) == longer
+
+
+async def test_a_write_over_a_state_written_by_another_process_is_exact(
+    storage: Storage, reopen: Any
+) -> None:
+    instance = completed(make(), "a", {"x": 1})
+    await storage.put(instance, None)
+    async with reopen() as other:
+        theirs = completed(await other.get(instance.id), "b", {"x": 2})
+        await other.put(theirs, instance.revision)
+    # This process still knows the older state: its write must not build on it.
+    with pytest.raises(ConcurrencyError):
+        await storage.put(completed(instance, "c", None), instance.revision)
+    mine = completed(await storage.get(instance.id), "c", None)
+    await storage.put(mine, theirs.revision)
+    assert await storage.get(instance.id) == mine
+
+
+async def test_starting_a_finished_id_again_keeps_the_earlier_runs(storage: Storage) -> None:
+    first = completed(make(), "receive", {"n": 1}).evolve(status=Status.FAILED, error="boom")
+    await storage.put(first, None)
+    second = make().evolve(created_at=NOW + timedelta(hours=1))
+    await storage.put(second, None)
+    done = completed(second, "receive", {"n": 2}).evolve(status=Status.COMPLETED)
+    await storage.put(done, second.revision)
+    third = make().evolve(created_at=NOW + timedelta(hours=2))
+    await storage.put(third, None)
+
+    assert await storage.get(third.id) == third
+    assert await storage.runs(third.id) == [done, first]
+    assert await storage.runs(third.id, limit=1) == [done]
+    assert await ids(storage, status=Status.FAILED) == []  # earlier runs are not listed
+
+    await storage.delete(third.id)
+    assert await storage.runs(third.id) == []
+
+
+async def test_keep_runs_bounds_the_earlier_runs_kept(storage: Storage) -> None:
+    storage.keep_runs = 2  # type: ignore[attr-defined]  # every adapter has the setting
+    runs = []
+    for n in range(5):
+        run = make().evolve(status=Status.COMPLETED, created_at=NOW + timedelta(hours=n))
+        await storage.put(run, None)
+        runs.append(run)
+
+    assert await storage.runs(runs[-1].id) == [runs[3], runs[2]]

@@ -1,9 +1,11 @@
 """Corrupt rows are quarantined: the runner opens, every other instance runs, nothing is lost.
 
 Rows are damaged by hand, with SQL on the real database, in every way the
-issue lists: a document that is not JSON (SQLite only: `jsonb` refuses it),
-one without `context`, with an unknown status, with a bad timestamp, and one
-whose JSON id is another row's.
+issue lists: a head document that is not JSON (SQLite only: `jsonb` refuses
+it), one without its `workflow`, with an unknown status, with a bad
+timestamp, one whose JSON id is another row's, and one whose log rows are
+missing. Each damaged head is a copy of a good one, with the good one's log
+rows copied too (all but the last).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from hephaestus import (
     Unique,
     Workflow,
 )
+from hephaestus.storage._layout import full
 from hephaestus.storage.base import Storage
 
 
@@ -49,14 +52,15 @@ class RtCorFlow(Workflow):
 
 
 def damaged(good: dict[str, Any]) -> dict[str, str]:
-    """Documents damaged in each way, by row id; `good` is a valid running instance."""
+    """Head documents damaged in each way, by row id; `good` is a valid running one."""
 
     def variant(**changes: Any) -> str:
         data = {**good, **changes}
         return json.dumps({k: v for k, v in data.items() if v is not _DROP})
 
     return {
-        "rtcor::nocontext": variant(id="rtcor::nocontext", context=_DROP),
+        "rtcor::noworkflow": variant(id="rtcor::noworkflow", workflow=_DROP),
+        "rtcor::nolog": variant(id="rtcor::nolog"),
         "rtcor::badstatus": variant(id="rtcor::badstatus", status="exploded"),
         "rtcor::badtime": variant(id="rtcor::badtime", created_at="yesterday-ish"),
         "rtcor::otherid": variant(id="rtcor::somebodyelse"),
@@ -66,7 +70,8 @@ def damaged(good: dict[str, Any]) -> dict[str, str]:
 _DROP = object()
 PROBLEMS = {
     "rtcor::notjson": "JSONDecodeError",
-    "rtcor::nocontext": "KeyError",
+    "rtcor::noworkflow": "KeyError",
+    "rtcor::nolog": "ValueError: its log",
     "rtcor::badstatus": "'exploded' is not a valid Status",
     "rtcor::badtime": "Invalid isoformat string",
     "rtcor::otherid": "its document is the instance 'rtcor::somebodyelse'",
@@ -78,9 +83,15 @@ def corrupt_sqlite(path: Path, documents: dict[str, str]) -> None:
         for row_id, document in documents.items():
             conn.execute(
                 "INSERT INTO workflow_instances (id, workflow, workflow_version, status, "
-                "revision, next_timer_at, created_at, updated_at, document, needs_runner) "
-                "VALUES (?, 'x', 1, 'running', 1, 0, 'x', 'x', ?, 1)",
-                (row_id, document),
+                "revision, next_timer_at, created_at, updated_at, document, needs_runner, "
+                "history_length) "
+                "VALUES (?, 'x', 1, 'running', 1, 0, 'x', 'x', ?, 1, ?)",
+                (row_id, document, _LENGTH),
+            )
+            conn.execute(
+                "INSERT INTO workflow_log SELECT ?, run, seq, entry FROM workflow_log "
+                "WHERE instance_id = ? AND seq < ?",
+                (row_id, TEMPLATE, _copied(row_id)),
             )
 
 
@@ -91,10 +102,26 @@ def corrupt_postgres(url: str, documents: dict[str, str]) -> None:
         for row_id, document in documents.items():
             conn.execute(
                 "INSERT INTO workflow_instances (id, workflow, workflow_version, status, "
-                "revision, next_timer_at, created_at, updated_at, document, needs_runner) "
-                "VALUES (%s, 'x', 1, 'running', 1, now(), now(), now(), %s::jsonb, true)",
-                (row_id, document),
+                "revision, next_timer_at, created_at, updated_at, document, needs_runner, "
+                "history_length) "
+                "VALUES (%s, 'x', 1, 'running', 1, now(), now(), now(), %s::jsonb, true, %s)",
+                (row_id, document, _LENGTH),
             )
+            conn.execute(
+                "INSERT INTO workflow_log SELECT %s, run, seq, entry FROM workflow_log "
+                "WHERE instance_id = %s AND seq < %s",
+                (row_id, TEMPLATE, _copied(row_id)),
+            )
+
+
+TEMPLATE = "rtcor::ok0"
+# The template was started by a client: no history yet, only its input in the log,
+# which every damaged head gets a copy of but `nolog`.
+_LENGTH = 0
+
+
+def _copied(row_id: str) -> int:
+    return -1 if row_id == "rtcor::nolog" else 0
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -124,7 +151,7 @@ async def test_corrupt_rows_are_quarantined_and_every_other_instance_runs(
         ids = [
             await client.start_instance(RtCorFlow, {"n": n}, id=f"rtcor::ok{n}") for n in range(5)
         ]
-        template = (await client.get(ids[0])).to_dict()
+        template = json.loads(full(await client.get(TEMPLATE)).head)
     corrupt_rows(damaged(template))
     expected = {k: v for k, v in PROBLEMS.items() if k != "rtcor::notjson" or "sqlite" in url}
 

@@ -327,8 +327,9 @@ async def test_a_document_postgres_cannot_hold_fails_alone(postgres_url: str) ->
         results = await asyncio.gather(
             storage.put(make("order::a0"), None),
             # Built around the engine's checks (which refuse a NUL up front), to prove the
-            # storage refuses such a write alone if one ever gets that far.
-            storage.put(make("order::nul", context=Context({"note": "before\x00after"}, {})), None),
+            # storage refuses such a write alone if one ever gets that far: the head is
+            # jsonb (log rows are text, where JSON writes a NUL as the escape \u0000).
+            storage.put(make("order::nul", error="before\x00after"), None),
             storage.put(bump(created, status=Status.WAITING), created.revision),
             storage.put(bump(created, status=Status.FAILED), created.revision),  # stale
             return_exceptions=True,
@@ -427,7 +428,7 @@ async def test_ids_are_ordered_as_by_every_storage_whatever_the_locale(
 # -- indexes and JSON queries --------------------------------------------------------------------
 
 
-async def test_documents_are_jsonb_with_a_gin_index_for_containment(postgres_url: str) -> None:
+async def test_heads_are_indexed_and_inputs_are_found_by_containment(postgres_url: str) -> None:
     async with PostgresStorage(postgres_url) as storage:
         await storage.put(make("order::a1", {"customer": {"name": "ada"}, "items": 3}), None)
         await storage.put(make("order::b2", {"customer": {"name": "bob"}, "items": 3}), None)
@@ -439,19 +440,29 @@ async def test_documents_are_jsonb_with_a_gin_index_for_containment(postgres_url
             "WHERE schemaname = 'public' AND tablename = 'workflow_instances'",
         )
     )
-    assert "USING gin (document" in indexes["workflow_instances_document"]
-    assert "(status)" in indexes["workflow_instances_status"]
-    assert "(workflow, status)" in indexes["workflow_instances_workflow_status"]
+    assert "workflow_instances_document" not in indexes  # no GIN on the head any more
+    assert "(status, id)" in indexes["workflow_instances_status"]
+    assert "(workflow, status, id)" in indexes["workflow_instances_workflow_status"]
     assert "(updated_at)" in indexes["workflow_instances_updated_at"]
+    assert "(next_timer_at, id)" in indexes["workflow_instances_next_timer_at"]
     assert "WHERE (next_timer_at IS NOT NULL)" in indexes["workflow_instances_next_timer_at"]
 
-    containment = "SELECT id FROM workflow_instances WHERE document @> %s ORDER BY id"
-    ada = Jsonb({"context": {"initial": {"customer": {"name": "ada"}}}})
+    # The query and the opt-in index of docs/postgres.md: a run's input is log row -1.
+    containment = (
+        "SELECT instance_id FROM workflow_log WHERE seq = -1 AND entry::jsonb @> %s "
+        "ORDER BY instance_id"
+    )
+    ada = Jsonb({"customer": {"name": "ada"}})
     assert await fetch(postgres_url, containment, [ada]) == [("order::a1",)]
-    both = Jsonb({"context": {"initial": {"items": 3}}, "workflow_version": 1})
+    both = Jsonb({"items": 3})
     assert await fetch(postgres_url, containment, [both]) == [("order::a1",), ("order::b2",)]
     async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(
+            "CREATE INDEX workflow_log_inputs ON workflow_log "
+            "USING gin ((entry::jsonb) jsonb_path_ops) WHERE seq = -1"
+        )
         await conn.execute("SET enable_seqscan = off")
         cursor = await conn.execute("EXPLAIN " + containment, [ada])
         plan = "\n".join(line for (line,) in await cursor.fetchall())
-    assert "workflow_instances_document" in plan
+        await conn.execute("DROP INDEX workflow_log_inputs")
+    assert "workflow_log_inputs" in plan

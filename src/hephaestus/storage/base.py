@@ -8,7 +8,8 @@ Rules every adapter keeps:
 
 - One record per instance id. `put(instance, None)` creates: it raises
   `AlreadyRunningError` if an *active* instance (pending, running, waiting)
-  holds the id, and replaces a finished one (the business key is free again).
+  holds the id, and replaces a finished one (the business key is free again),
+  which is kept as an earlier run (`runs`).
 - `put(instance, expected_revision)` updates only if the stored revision is
   `expected_revision`; otherwise it raises `ConcurrencyError` and writes
   nothing (a missing record raises `InstanceNotFoundError`).
@@ -44,6 +45,7 @@ from hephaestus.errors import (
     InstanceNotFoundError,
     OwnershipError,
 )
+from hephaestus.storage._layout import Known, assemble
 
 __all__ = ["Query", "RunnerRecord", "Storage", "StorageStats"]
 
@@ -169,6 +171,14 @@ class Storage(Protocol):
     async def query(self, query: Query) -> list[Instance]:
         """Instances matching `query`, ordered by id."""
 
+    async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
+        """Earlier runs of the id, newest first (the current record not included).
+
+        A create over a finished instance keeps it as an earlier run; adapters keep
+        the `keep_runs` latest (a constructor setting, 10 by default) and drop older
+        ones with their history. `delete` drops them all.
+        """
+
     async def due_timers(
         self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
     ) -> list[str]:
@@ -280,48 +290,54 @@ def written_owner(
     return stored_owner  # a client's update leaves the owner as it is
 
 
-def decode(row_id: str, document: str | bytes) -> Instance:
-    """The instance a row holds; `CorruptInstanceError` naming the row and the cause if none.
+Log = Iterable[tuple[int, str | bytes]]
+"""The log rows of a run, `(seq, json)`."""
 
-    A document that is not JSON, lacks a field, holds an unknown status or a
-    bad timestamp, or names another id than its row is corrupt: every adapter
-    then quarantines the row (`problem`) and goes on with the others.
+
+def decode(row_id: str, head: str | bytes, log: Log, run: int) -> Known:
+    """The instance a head row and its log hold; `CorruptInstanceError` naming the row if none.
+
+    A head that is not JSON, lacks a field, holds an unknown status or a bad
+    timestamp, misses log rows, or names another id than its row is corrupt:
+    every adapter then quarantines the row (`problem`) and goes on with the others.
     """
     try:
-        instance = Instance.from_json(document)
+        known = assemble(head, log, run)
     except Exception as exc:  # whatever the bytes are, they are not an instance
         raise corrupt(row_id, f"{type(exc).__name__}: {exc}") from exc
-    if instance.id != row_id:
-        mismatch = ValueError(f"its document is the instance {instance.id!r}")
+    if known.instance.id != row_id:
+        mismatch = ValueError(f"its document is the instance {known.instance.id!r}")
         raise corrupt(row_id, str(mismatch)) from mismatch
-    return instance
+    return known
 
 
 async def decode_stored(
     row_id: str,
-    document: str | bytes,
+    head: str | bytes,
+    log: Log,
+    run: int,
     problem: str | None,
     quarantine: Callable[[list[tuple[str, str]]], Awaitable[None]],
-) -> Instance:
+) -> Known:
     """The instance of a row read by id; a corrupt one is quarantined, then raised as such."""
     if problem is not None:
         raise corrupt(row_id, problem)
     try:
-        return decode(row_id, document)
+        return decode(row_id, head, log, run)
     except CorruptInstanceError as exc:
         await quarantine([(row_id, problem_of(exc))])
         raise
 
 
 def decode_rows(
-    rows: Iterable[tuple[str, str | bytes]],
-) -> tuple[list[Instance], list[tuple[str, str]]]:
-    """The instances of `(id, document)` rows, and `(id, problem)` for those that are corrupt."""
-    instances: list[Instance] = []
+    rows: Iterable[tuple[str, str | bytes, Log, int]],
+) -> tuple[list[Known], list[tuple[str, str]]]:
+    """The instances of `(id, head, log, run)` rows, and `(id, problem)` for the corrupt ones."""
+    instances: list[Known] = []
     bad: list[tuple[str, str]] = []
-    for row_id, document in rows:
+    for row_id, head, log, run in rows:
         try:
-            instances.append(decode(row_id, document))
+            instances.append(decode(row_id, head, log, run))
         except CorruptInstanceError as exc:
             bad.append((row_id, problem_of(exc)))
     return instances, bad
@@ -387,3 +403,18 @@ def timer_epoch(instance: Instance) -> float | None:
     """`timer_due` as seconds since the epoch."""
     due = timer_due(instance)
     return None if due is None else due.timestamp()
+
+
+def restarted(instance_id: str) -> ConcurrencyError:
+    """The error for an update of a run that is no longer the stored one."""
+    return ConcurrencyError(
+        f"instance {instance_id} was started again since it was read (a new run now holds "
+        "its id); read it again and retry"
+    )
+
+
+def check_keep_runs(keep_runs: int) -> int:
+    """`keep_runs`, if it is a valid number of earlier runs to keep."""
+    if isinstance(keep_runs, bool) or not isinstance(keep_runs, int) or keep_runs < 0:
+        raise ValueError(f"keep_runs must be an int >= 0, got {keep_runs!r}")
+    return keep_runs

@@ -22,6 +22,7 @@ from hephaestus.storage.base import (
     Query,
     RunnerRecord,
     StorageStats,
+    check_keep_runs,
     check_put,
     not_found,
     timer_epoch,
@@ -35,8 +36,12 @@ __all__ = ["MemoryStorage"]
 class MemoryStorage(AsyncContext):
     """Storage in a dict. Every method completes without yielding, so each call is atomic."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_runs: int = 10) -> None:
+        #: How many earlier runs of an id are kept when it is started again (`runs()`).
+        self.keep_runs = check_keep_runs(keep_runs)
         self._instances: dict[str, Instance] = {}
+        # Earlier runs of each id, newest first.
+        self._runs: dict[str, list[Instance]] = {}
         # Epoch of the earliest timer of each active instance that has one.
         self._timers: dict[str, float] = {}
         self._owners: dict[str, str] = {}
@@ -72,6 +77,9 @@ class MemoryStorage(AsyncContext):
             owner=owner,
             stored_owner=stored_owner,
         )
+        if expected_revision is None and stored is not None:
+            earlier = [stored, *self._runs.get(instance.id, ())][: self.keep_runs]
+            self._runs[instance.id] = earlier
         self._instances[instance.id] = instance
         new_owner = written_owner(instance, owner, expected_revision, stored_owner)
         if new_owner is None:
@@ -93,8 +101,12 @@ class MemoryStorage(AsyncContext):
             raise not_found(instance_id)
         self._timers.pop(instance_id, None)
         self._owners.pop(instance_id, None)
+        self._runs.pop(instance_id, None)
         self.stats.transactions += 1
         self.stats.writes += 1
+
+    async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
+        return self._runs.get(instance_id, [])[: max(limit, 0)]
 
     async def query(self, query: Query) -> list[Instance]:
         if query.id is not None:

@@ -80,13 +80,16 @@ from hephaestus.errors import (
     StorageError,
 )
 from hephaestus.storage._group_commit import GroupCommit
+from hephaestus.storage._layout import Known, KnownStates, RowWrite, full
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import (
+    PROBLEM_LIMIT,
     AsyncContext,
     Query,
     RunnerRecord,
     StorageStats,
     as_utc,
+    check_keep_runs,
     check_put,
     decode,
     decode_rows,
@@ -119,12 +122,19 @@ _UNTRANSLATABLE_CHARACTER = "22P05"
 
 @dataclass(slots=True)
 class _Write:
-    """A `put` to make: the statement's parameters and the instance."""
+    """A `put` to make: the statement, its parameters and the instance."""
 
     instance: Instance
     expected_revision: int | None
     owner: str | None
     params: dict[str, Any]
+    rows: RowWrite
+    #: The state stored by the commit (for the known states).
+    written: Known | None = None
+
+    @property
+    def statement(self) -> str:
+        return "write_create" if self.expected_revision is None else "write_update"
 
 
 class PostgresStorage(AsyncContext):
@@ -148,6 +158,7 @@ class PostgresStorage(AsyncContext):
         max_size: int = 10,
         connect_timeout: float = 5.0,
         timeout: float = 10.0,
+        keep_runs: int = 10,
     ) -> None:
         self._params = _parse_url(url)
         _check_schema_name(schema)
@@ -163,6 +174,9 @@ class PostgresStorage(AsyncContext):
                 f"and {timeout!r}"
             )
         self.url = url
+        #: How many earlier runs of an id are kept when it is started again (`runs()`).
+        self.keep_runs = check_keep_runs(keep_runs)
+        self._known = KnownStates()
         self.schema = schema
         self.min_size = min_size
         self.max_size = max_size
@@ -238,18 +252,41 @@ class PostgresStorage(AsyncContext):
     # -- the contract ------------------------------------------------------------------------
 
     async def get(self, instance_id: str) -> Instance:
-        rows = await self._fetch(self._q["get_document"], {"id": instance_id})
+        rows = await self._fetch(self._q["get_instance"], {"id": instance_id})
         if not rows:
             raise not_found(instance_id)
-        document, problem = rows[0]
-        return await decode_stored(instance_id, document, problem, self._quarantine)
+        _, head, seqs, entries, run, problem = rows[0]
+        known = await decode_stored(
+            instance_id, head, _log(seqs, entries), run, problem, self._quarantine
+        )
+        self._known.remember(known)
+        return known.instance
 
     async def put(
         self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
     ) -> None:
         self._check_open()
-        params = _write_params(instance, expected_revision, owner)
-        await self._commits.submit(_Write(instance, expected_revision, owner, params))
+        write = self._prepare(instance, expected_revision, owner)
+        try:
+            await self._commits.submit(write)
+        except BaseException:
+            self._known.forget(instance.id)
+            raise
+        if write.written is not None:
+            self._known.remember(write.written)
+
+    async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch(self._q["list_runs"], {"id": instance_id, "limit": limit})
+        return [known.instance for known in decode_rows(_rows(rows))[0]]
+
+    def _prepare(
+        self, instance: Instance, expected_revision: int | None, owner: str | None
+    ) -> _Write:
+        rows, run = self._known.write_for(instance, expected_revision)
+        params = _write_params(instance, expected_revision, owner, rows, run, self.keep_runs)
+        return _Write(instance, expected_revision, owner, params, rows)
 
     @property
     def pool(self) -> AsyncConnectionPool[_Connection]:
@@ -299,6 +336,7 @@ class PostgresStorage(AsyncContext):
 
     async def delete(self, instance_id: str) -> None:
         self._check_open()
+        self._known.forget(instance_id)
         try:
             async with self._connection(checked=True) as conn:
                 cursor = await conn.execute(self._q["delete"], {"id": instance_id})
@@ -314,7 +352,7 @@ class PostgresStorage(AsyncContext):
         select = self._select(query)
         if select is None:
             return []
-        return await self._decoded(await self._fetch(*select))
+        return [known.instance for known in await self._decoded(await self._fetch(*select))]
 
     async def due_timers(
         self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
@@ -375,15 +413,19 @@ class PostgresStorage(AsyncContext):
         else:
             query, params = self._q["claim_unowned"], {"runner": runner_id, "limit": limit}
         _, rows = await self._modify(query, params)
-        return await self._decoded(rows)
+        claimed = await self._decoded(rows)
+        for known in claimed:
+            self._known.remember(known)
+        return [known.instance for known in claimed]
 
     async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
         rows = await self._fetch(self._q["quarantined"], {"limit": limit})
         return [(str(row_id), str(problem)) for row_id, problem in rows]
 
-    async def _decoded(self, rows: list[TupleRow]) -> list[Instance]:
-        """The instances of `(id, document)` rows; corrupt ones are quarantined and left out."""
-        instances, bad = decode_rows((str(row[0]), row[1]) for row in rows)
+    async def _decoded(self, rows: list[TupleRow]) -> list[Known]:
+        """The instances of `(id, head, seqs, entries)` rows; corrupt ones are quarantined
+        and left out."""
+        instances, bad = decode_rows(_rows(rows))
         if bad:
             await self._quarantine(bad)
         return instances
@@ -473,15 +515,13 @@ class PostgresStorage(AsyncContext):
     ) -> list[HephaestusError | None]:
         """Every write in one transaction, sent in one pipeline."""
         async with conn.transaction():
-            cursor = conn.cursor()
-            await cursor.executemany(
-                self._q["write"], [write.params for write in writes], returning=True
-            )
-            rows: list[TupleRow | None] = []
-            while True:
-                rows.append(await cursor.fetchone())
-                if not cursor.nextset():
-                    break
+            cursors = []
+            async with conn.pipeline():
+                for write in writes:
+                    cursor = conn.cursor()
+                    await cursor.execute(self._q[write.statement], write.params)
+                    cursors.append(cursor)
+            rows = [await cursor.fetchone() for cursor in cursors]
             return [
                 await self._outcome(conn, write, row)
                 for write, row in zip(writes, rows, strict=True)
@@ -496,7 +536,7 @@ class PostgresStorage(AsyncContext):
             for write in writes:
                 try:
                     async with conn.transaction():
-                        cursor = await conn.execute(self._q["write"], write.params)
+                        cursor = await conn.execute(self._q[write.statement], write.params)
                         row = await cursor.fetchone()
                 except psycopg.OperationalError:
                     raise
@@ -511,8 +551,9 @@ class PostgresStorage(AsyncContext):
     ) -> HephaestusError | None:
         """`None` if the write was made, else the error that explains why it was not."""
         assert row is not None  # the statement always returns one row
-        written, status, revision, owner, _ = row
+        written, status, revision, owner, run, _ = row
         if written:
+            write.written = Known(write.instance, int(run), write.rows.overrides)
             return None
         refusal = _refusal(write, status, revision, owner)
         if refusal is None:
@@ -691,7 +732,7 @@ class PostgresStorage(AsyncContext):
         if query.after is not None:
             clauses.append("id > %(after)s")
             params["after"] = query.after
-        statement = self._q["select_documents"].rstrip(";")
+        statement = self._q["select_heads"].rstrip(";")
         if clauses:
             statement += " AND " + " AND ".join(clauses)  # after its `WHERE problem IS NULL`
         statement += " ORDER BY id"
@@ -712,23 +753,26 @@ class PostgresTransaction:
 
     async def get(self, instance_id: str, *, for_update: bool = False) -> Instance:
         """The stored instance; with `for_update`, locked until the transaction ends."""
-        query = self._q["get_document_for_update" if for_update else "get_document"]
+        query = self._q["get_instance_for_update" if for_update else "get_instance"]
         cursor = await self.connection.execute(query, {"id": instance_id})
         row = await cursor.fetchone()
         if row is None:
             raise not_found(instance_id)
-        return decode(instance_id, row[0])
+        known = decode(instance_id, row[1], _log(row[2], row[3]), row[4])
+        self.storage._known.remember(known)
+        return known.instance
 
     async def put(self, instance: Instance, expected_revision: int | None) -> None:
         """Create or update, with the rules of `Storage.put`; raises instead of writing."""
-        params = _write_params(instance, expected_revision, None)
-        cursor = await self.connection.execute(self._q["write"], params)
+        write = self.storage._prepare(instance, expected_revision, None)
+        cursor = await self.connection.execute(self._q[write.statement], write.params)
         row = await cursor.fetchone()
-        refusal = await self.storage._outcome(
-            self.connection, _Write(instance, expected_revision, None, params), row
-        )
+        refusal = await self.storage._outcome(self.connection, write, row)
         if refusal is not None:
+            self.storage._known.forget(instance.id)
             raise refusal
+        if write.written is not None:
+            self.storage._known.remember(write.written)
         self.writes += 1
 
     async def record_step_result(
@@ -765,8 +809,23 @@ class PostgresTransaction:
             await self.connection.execute(self._q["delete_step_results"], {"ids": ids})
 
 
+def _log(seqs: list[int] | None, entries: list[str] | None) -> list[tuple[int, str]]:
+    """The log rows of a run, from the two arrays the queries aggregate."""
+    return list(zip(seqs or (), entries or (), strict=True))
+
+
+def _rows(rows: list[TupleRow]) -> list[tuple[str, str, list[tuple[int, str]], int]]:
+    """`(id, head, seqs, entries, run)` rows as `(id, head, log, run)`."""
+    return [(str(row[0]), row[1], _log(row[2], row[3]), int(row[4])) for row in rows]
+
+
 def _write_params(
-    instance: Instance, expected_revision: int | None, owner: str | None
+    instance: Instance,
+    expected_revision: int | None,
+    owner: str | None,
+    rows: RowWrite,
+    run: int | None,
+    keep_runs: int,
 ) -> dict[str, Any]:
     needs_runner = instance.needs_runner
     return {
@@ -784,7 +843,13 @@ def _write_params(
         "next_timer_at": timer_due(instance),
         "created_at": as_utc(instance.created_at),
         "updated_at": as_utc(instance.updated_at),
-        "document": instance.to_json(),
+        "document": rows.head,
+        "history_length": rows.history_length,
+        "seqs": [seq for seq, _ in rows.entries],
+        "entries": [entry for _, entry in rows.entries],
+        "run": run,
+        "base_length": rows.base_length,
+        "keep_runs": keep_runs,
         "expected_revision": expected_revision,
         "active": _ACTIVE,
     }
@@ -840,11 +905,51 @@ async def _apply_migrations(
         async with conn.transaction():
             await conn.execute(queries["use_schema"])
             await conn.execute(migration.sql)
+            convert = _CONVERSIONS.get(migration.version)
+            if convert is not None:
+                await convert(conn)
             await conn.execute(
                 queries["record_migration"], {"version": migration.version, "name": name}
             )
         applied.append(name)
     return applied
+
+
+async def _split_documents(conn: _Connection) -> None:
+    """Migration 4: turn each whole-instance document into a head and its log rows.
+
+    Runs with the migration's `search_path`. A document that cannot be read as an
+    instance is quarantined as it is.
+    """
+    cursor = await conn.execute(
+        "SELECT id, document::text FROM workflow_instances WHERE problem IS NULL"
+    )
+    for row_id, document in await cursor.fetchall():
+        try:
+            instance = Instance.from_json(document)
+            if instance.id != row_id:
+                raise ValueError(f"its document is the instance {instance.id!r}")
+        except Exception as exc:  # whatever the bytes are, they are not an instance
+            await conn.execute(
+                "UPDATE workflow_instances SET problem = %s, owner = NULL, needs_runner = false,"
+                " has_commands = false, next_timer_at = NULL WHERE id = %s",
+                (f"{type(exc).__name__}: {exc}"[:PROBLEM_LIMIT], row_id),
+            )
+            continue
+        rows = full(instance)
+        async with conn.cursor() as insert:
+            await insert.executemany(
+                "INSERT INTO workflow_log (instance_id, run, seq, entry) VALUES (%s, 1, %s, %s)",
+                [(row_id, seq, entry) for seq, entry in rows.entries],
+            )
+        await conn.execute(
+            "UPDATE workflow_instances SET document = %s::jsonb, history_length = %s WHERE id = %s",
+            (rows.head, rows.history_length, row_id),
+        )
+
+
+#: Conversions of stored data that a migration's SQL cannot express, by schema version.
+_CONVERSIONS = {4: _split_documents}
 
 
 async def _install_job_queue(conn: _Connection, queries: dict[str, LiteralString]) -> bool:

@@ -55,17 +55,21 @@ from typing import Any, Literal, TypeVar
 from hephaestus.core.instance import Instance, Status
 from hephaestus.errors import HephaestusError, StorageError
 from hephaestus.storage._group_commit import GroupCommit
+from hephaestus.storage._layout import Known, KnownStates, RowWrite, full
 from hephaestus.storage._sql import Migration, load_migrations, load_queries
 from hephaestus.storage.base import (
+    PROBLEM_LIMIT,
     AsyncContext,
     Query,
     RunnerRecord,
     StorageStats,
+    check_keep_runs,
     check_put,
     decode_rows,
     decode_stored,
     log_quarantined,
     not_found,
+    restarted,
     timer_epoch,
     to_epoch,
     written_owner,
@@ -82,16 +86,21 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 _Q = load_queries(_SQL_PACKAGE)
 
 _T = TypeVar("_T")
+_Row = tuple[str, str, list[tuple[int, str]], int]
 
 
 @dataclass(slots=True)
 class _Write:
-    """A queued `put`: the row to write and the revision it expects."""
+    """A queued `put`: the head columns and log rows to write, and what it expects stored."""
 
     instance: Instance
     expected_revision: int | None
     owner: str | None
     row: tuple[Any, ...]
+    rows: RowWrite
+    run: int | None
+    #: The run and overrides written, set by the commit (for the known states).
+    written: Known | None = None
 
 
 class SQLiteStorage(AsyncContext):
@@ -109,12 +118,16 @@ class SQLiteStorage(AsyncContext):
         synchronous: Synchronous = "FULL",
         timeout: float = 5.0,
         change_poll_interval: float = 0.005,
+        keep_runs: int = 10,
     ) -> None:
         if synchronous not in _SYNCHRONOUS:
             raise ValueError(
                 f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
             )
         self.path = os.fspath(path)
+        #: How many earlier runs of an id are kept when it is started again (`runs()`).
+        self.keep_runs = check_keep_runs(keep_runs)
+        self._known = KnownStates()
         self.synchronous: Synchronous = synchronous
         self.timeout = timeout
         #: How often `wait_for_changes` looks at `PRAGMA data_version`, in seconds.
@@ -165,16 +178,19 @@ class SQLiteStorage(AsyncContext):
     # -- the contract ------------------------------------------------------------------------
 
     async def get(self, instance_id: str) -> Instance:
-        rows = await self._run(self._fetch_rows, _Q["get_document"], (instance_id,))
-        if not rows:
+        found = await self._run(self._read_instance, instance_id)
+        if found is None:
             raise not_found(instance_id)
-        document, problem = rows[0]
-        return await decode_stored(instance_id, document, problem, self._quarantine)
+        head, log, run, problem = found
+        known = await decode_stored(instance_id, head, log, run, problem, self._quarantine)
+        self._known.remember(known)
+        return known.instance
 
     async def put(
         self, instance: Instance, expected_revision: int | None, *, owner: str | None = None
     ) -> None:
         self._check_open()
+        rows, run = self._known.write_for(instance, expected_revision)
         row = (
             instance.id,
             instance.workflow,
@@ -184,21 +200,37 @@ class SQLiteStorage(AsyncContext):
             timer_epoch(instance),
             instance.created_at.isoformat(),
             instance.updated_at.isoformat(),
-            instance.to_json(),
+            rows.head,
             int(instance.needs_runner),
             int(instance.has_new_commands),
+            rows.history_length,
         )
-        await self._commits.submit(_Write(instance, expected_revision, owner, row))
+        write = _Write(instance, expected_revision, owner, row, rows, run)
+        try:
+            await self._commits.submit(write)
+        except BaseException:
+            self._known.forget(instance.id)
+            raise
+        if write.written is not None:
+            self._known.remember(write.written)
 
     async def delete(self, instance_id: str) -> None:
+        self._known.forget(instance_id)
         if not await self._run(self._delete, instance_id):
             raise not_found(instance_id)
+
+    async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
+        if limit <= 0:
+            return []
+        rows = await self._run(self._read_runs, instance_id, limit)
+        return [known.instance for known in decode_rows(rows)[0]]
 
     async def query(self, query: Query) -> list[Instance]:
         select = _select(query)
         if select is None:
             return []
-        return await self._decoded(await self._run(self._fetch_rows, *select))
+        rows = await self._run(self._fetch_instances, *select)
+        return [known.instance for known in await self._decoded(rows)]
 
     async def due_timers(
         self, now: datetime, limit: int = 1000, *, runner_id: str | None = None
@@ -268,19 +300,24 @@ class SQLiteStorage(AsyncContext):
         params: dict[str, Any]
         if instance_id is not None:
             params = {"runner": runner_id, "id": instance_id}
-            return await self._decoded(await self._run(self._claim_one, params))
-        if limit <= 0:
+            rows = await self._run(self._claim_one, params)
+        elif limit <= 0:
             return []
-        sql, params = _Q["claim_unowned"], {"runner": runner_id, "limit": limit}
-        return await self._decoded(await self._run(self._claim, sql, params))
+        else:
+            sql, params = _Q["claim_unowned"], {"runner": runner_id, "limit": limit}
+            rows = await self._run(self._claim, sql, params)
+        claimed = await self._decoded(rows)
+        for known in claimed:
+            self._known.remember(known)
+        return [known.instance for known in claimed]
 
     async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
         rows = await self._run(self._fetch_rows, _Q["quarantined"], (limit,))
         return [(str(row_id), str(problem)) for row_id, problem in rows]
 
-    async def _decoded(self, rows: list[tuple[Any, ...]]) -> list[Instance]:
-        """The instances of `(id, document)` rows; corrupt ones are quarantined and left out."""
-        instances, bad = decode_rows((str(row[0]), row[1]) for row in rows)
+    async def _decoded(self, rows: list[_Row]) -> list[Known]:
+        """The instances of `(id, head, log)` rows; corrupt ones are quarantined and left out."""
+        instances, bad = decode_rows(rows)
         if bad:
             await self._quarantine(bad)
         return instances
@@ -410,13 +447,17 @@ class SQLiteStorage(AsyncContext):
                         owner=write.owner,
                         stored_owner=stored_owner,
                     )
+                    if stored is not None and write.run not in (None, stored[3]):
+                        raise restarted(write.instance.id)
                 except HephaestusError as refused:
                     outcomes.append(refused)
                     continue
                 owner = written_owner(
                     write.instance, write.owner, write.expected_revision, stored_owner
                 )
-                conn.execute(_Q["upsert"], (*write.row, owner))
+                run, rows = self._write_log(conn, write, stored)
+                conn.execute(_Q["upsert"], (*write.row[:8], rows.head, *write.row[9:], run, owner))
+                write.written = Known(write.instance, run, rows.overrides)
                 outcomes.append(None)
                 written += 1
             conn.execute("COMMIT")
@@ -434,6 +475,69 @@ class SQLiteStorage(AsyncContext):
             self.stats.writes += written
         return outcomes
 
+    def _write_log(
+        self, conn: sqlite3.Connection, write: _Write, stored: tuple[Any, ...] | None
+    ) -> tuple[int, RowWrite]:
+        """Write the log rows of `write` (archiving the run a create replaces): its run and rows.
+
+        An update whose delta was computed from another state than the stored one
+        (not known to this process, or changed by another) writes every row instead.
+        """
+        instance_id = write.instance.id
+        rows = write.rows
+        if stored is None or write.expected_revision is None:
+            run = 1 if stored is None else int(stored[3]) + 1
+            if stored is not None and self.keep_runs:
+                conn.execute(_Q["archive_run"], (instance_id,))
+            if stored is not None:
+                gone = run - 1 - self.keep_runs
+                conn.execute(_Q["prune_runs"], (instance_id, gone))
+                conn.execute(_Q["prune_log"], (instance_id, gone))
+        else:
+            run = int(stored[3])
+            if rows.base_length is None or rows.base_length != stored[4] or write.run != run:
+                rows = full(write.instance)
+                conn.execute(_Q["truncate_log"], (instance_id, run, rows.history_length))
+        conn.executemany(
+            _Q["append_log"], [(instance_id, run, seq, entry) for seq, entry in rows.entries]
+        )
+        return run, rows
+
+    def _read_instance(
+        self, instance_id: str
+    ) -> tuple[str, list[tuple[int, str]], int, str | None] | None:
+        """The head document, log rows and problem of an instance; `None` if there is none."""
+        conn = self._connection()
+        head = self._guarded(conn.execute, _Q["get_head"], (instance_id,)).fetchone()
+        if head is None:
+            return None
+        _, document, run, length, problem = head
+        if problem is not None:
+            return document, [], run, problem
+        return document, self._log(conn, instance_id, run, length), run, None
+
+    def _log(
+        self, conn: sqlite3.Connection, instance_id: str, run: int, length: int
+    ) -> list[tuple[int, str]]:
+        cursor = self._guarded(conn.execute, _Q["get_log"], (instance_id, run, length))
+        return [(int(seq), entry) for seq, entry in cursor.fetchall()]
+
+    def _with_logs(self, heads: list[tuple[Any, ...]]) -> list[_Row]:
+        """`(id, document, run, history_length)` heads as `(id, head, log, run)` rows."""
+        conn = self._connection()
+        return [
+            (str(row_id), document, self._log(conn, row_id, run, length), int(run))
+            for row_id, document, run, length in heads
+        ]
+
+    def _fetch_instances(self, sql: str, params: tuple[Any, ...]) -> list[_Row]:
+        return self._with_logs(self._fetch_rows(sql, params))
+
+    def _read_runs(self, instance_id: str, limit: int) -> list[_Row]:
+        conn = self._connection()
+        heads = self._guarded(conn.execute, _Q["list_runs"], (instance_id, limit)).fetchall()
+        return self._with_logs([tuple(head) for head in heads])
+
     def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
         """Run `statements` in one transaction; how many rows the last one changed."""
 
@@ -447,13 +551,13 @@ class SQLiteStorage(AsyncContext):
 
     def _claim_one(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """An instance owned already is only read: no write, so no sync of the disk."""
-        owned = self._guarded(self._connection().execute, _Q["owned_document"], params)
+        owned = self._guarded(self._connection().execute, _Q["owned_head"], params)
         rows = [tuple(row) for row in owned.fetchall()]
-        return rows or self._claim(_Q["claim_one"], params)
+        return self._with_logs(rows) if rows else self._claim(_Q["claim_one"], params)
 
-    def _claim(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _claim(self, sql: str, params: dict[str, Any]) -> list[_Row]:
         return self._transaction(
-            lambda conn: [tuple(row) for row in conn.execute(sql, params).fetchall()]
+            lambda conn: self._with_logs([tuple(row) for row in conn.execute(sql, params)])
         )
 
     def _transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -483,8 +587,12 @@ class SQLiteStorage(AsyncContext):
         return [row[0] for row in cursor.fetchall()]
 
     def _delete(self, instance_id: str) -> bool:
-        cursor = self._guarded(self._connection().execute, _Q["delete"], (instance_id,))
-        if cursor.rowcount == 0:
+        def delete(conn: sqlite3.Connection) -> int:
+            conn.execute(_Q["delete_log"], (instance_id,))
+            conn.execute(_Q["delete_runs"], (instance_id,))
+            return int(conn.execute(_Q["delete"], (instance_id,)).rowcount)
+
+        if self._transaction(delete) == 0:
             return False
         self.stats.transactions += 1
         self.stats.writes += 1
@@ -514,11 +622,43 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             if _user_version(conn) < migration.version:
                 for statement in _statements(migration.sql):
                     conn.execute(statement)
+                convert = _CONVERSIONS.get(migration.version)
+                if convert is not None:
+                    convert(conn)
                 conn.execute(f"PRAGMA user_version = {migration.version:d}")
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
             raise
+
+
+def _split_documents(conn: sqlite3.Connection) -> None:
+    """Migration 3: turn each whole-instance document into a head and its log rows.
+
+    A document that cannot be read as an instance is quarantined as it is.
+    """
+    rows = conn.execute("SELECT id, document FROM workflow_instances WHERE problem IS NULL")
+    for row_id, document in rows.fetchall():
+        try:
+            instance = Instance.from_json(document)
+            if instance.id != row_id:
+                raise ValueError(f"its document is the instance {instance.id!r}")
+        except Exception as exc:  # whatever the bytes are, they are not an instance
+            problem = f"{type(exc).__name__}: {exc}"[:PROBLEM_LIMIT]
+            conn.execute(_Q["quarantine"], (problem, row_id))
+            continue
+        rows_of = full(instance)
+        conn.executemany(
+            _Q["append_log"], [(row_id, 1, seq, entry) for seq, entry in rows_of.entries]
+        )
+        conn.execute(
+            "UPDATE workflow_instances SET document = ?, history_length = ? WHERE id = ?",
+            (rows_of.head, rows_of.history_length, row_id),
+        )
+
+
+#: Conversions of stored data that a migration's SQL cannot express, by schema version.
+_CONVERSIONS: dict[int, Callable[[sqlite3.Connection], None]] = {3: _split_documents}
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
@@ -582,7 +722,7 @@ def _select(query: Query) -> tuple[str, tuple[Any, ...]] | None:
     if query.after is not None:
         clauses.append("id > ?")
         params.append(query.after)
-    sql = _Q["select_documents"].rstrip(";")
+    sql = _Q["select_heads"].rstrip(";")
     if clauses:
         sql += " AND " + " AND ".join(clauses)  # after its `WHERE problem IS NULL`
     sql += " ORDER BY id"

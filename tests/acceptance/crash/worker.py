@@ -2,13 +2,20 @@
 
 python worker.py DB_PATH start N    # start N instances, then run them
 python worker.py DB_PATH recover    # recover what is stored, run until all finish
+
+DB_PATH may also be a PostgreSQL URL. With `CRASH_IN_WINDOW=N` in the environment
+the process kills itself (SIGKILL) inside the N-th write that appends history:
+after its log rows were sent, before the head is updated and committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -16,12 +23,56 @@ from crash_flows import CrashFlow
 
 from hephaestus.app import Hephaestus
 from hephaestus.runners.local import LocalRunner
+from hephaestus.storage.base import Storage
 from hephaestus.storage.sqlite import SQLiteStorage
 
 
+def crash_in_window(after: int) -> None:
+    """Kill this process inside the `after`-th write that appends history rows."""
+    from hephaestus.storage.postgres import PostgresStorage
+
+    appended = 0
+
+    def count(rows: Any) -> None:
+        nonlocal appended
+        if any(seq >= 0 for seq, _ in rows.entries):
+            appended += 1
+            if appended >= after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    write_log = SQLiteStorage._write_log
+
+    def sqlite_write_log(self: SQLiteStorage, conn: Any, write: Any, stored: Any) -> Any:
+        run, rows = write_log(self, conn, write, stored)  # log rows written, head not yet
+        if write.expected_revision is not None:
+            count(rows)
+        return run, rows
+
+    outcome = PostgresStorage._outcome
+
+    async def postgres_outcome(self: PostgresStorage, conn: Any, write: Any, row: Any) -> Any:
+        # Called inside the transaction, after its statements ran and before COMMIT.
+        if write.expected_revision is not None:
+            count(write.rows)
+        return await outcome(self, conn, write, row)
+
+    SQLiteStorage._write_log = sqlite_write_log  # type: ignore[method-assign]
+    PostgresStorage._outcome = postgres_outcome  # type: ignore[method-assign]
+
+
+def open_storage(where: str) -> Storage:
+    if where.startswith("postgresql://"):
+        from hephaestus.storage.postgres import PostgresStorage
+
+        return PostgresStorage(where)
+    return SQLiteStorage(where)
+
+
 async def main(db_path: str, mode: str, count: int) -> None:
+    if os.environ.get("CRASH_IN_WINDOW"):
+        crash_in_window(int(os.environ["CRASH_IN_WINDOW"]))
     async with Hephaestus(
-        storage=SQLiteStorage(db_path), runner=LocalRunner(timer_poll_interval=0.1)
+        storage=open_storage(db_path), runner=LocalRunner(timer_poll_interval=0.1)
     ) as app:
         if mode == "start":
             await asyncio.gather(*(CrashFlow.start(f"i{n}", {"n": n}) for n in range(count)))

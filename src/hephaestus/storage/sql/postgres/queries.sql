@@ -1,19 +1,28 @@
 -- Named queries of PostgresStorage: each block starts with `-- name: <name>`.
 -- `{schema}` is replaced by the quoted schema name the storage was given.
 
--- name: get_document
-SELECT document::text, problem FROM {schema}.workflow_instances WHERE id = %(id)s;
+-- name: get_instance
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run, h.problem
+FROM {schema}.workflow_instances AS h
+LEFT JOIN LATERAL (
+    -- The log of the head's run as far as the head counts it (a row past it was never
+    -- committed with its head, and is overwritten by the next write).
+    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
+    FROM {schema}.workflow_log AS l
+    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
+) AS log ON true
+WHERE h.id = %(id)s;
 
 -- name: get_version
 SELECT status, revision, owner FROM {schema}.workflow_instances WHERE id = %(id)s;
 
--- name: write
--- One `put`: an update when `expected_revision` is set (only at that revision),
--- otherwise a create (only over no row or a finished instance). An owner's
--- update (`owner` set) applies only while it still owns the row; a client's
--- (`owner` NULL) leaves the owner as it is. Returns whether the row was written
--- and the row it was checked against, for the error. A client's write of work
--- for the runners notifies them (delivered at commit).
+-- name: write_update
+-- An update of `put`: only at `expected_revision`; an owner's (`owner` set) only while
+-- it still owns the row, a client's (`owner` NULL) leaves the owner as it is. With
+-- `run`, the new log rows extend the stored state of that run and history length;
+-- without, every log row is written again (and rows past the history dropped).
+-- Returns whether the row was written, the row it was checked against (for the
+-- error) and the run written. A client's write of work notifies the runners.
 WITH updated AS (
     UPDATE {schema}.workflow_instances SET
         owner = CASE WHEN %(is_active)s::boolean THEN COALESCE(%(owner)s::text, owner) END,
@@ -26,22 +35,61 @@ WITH updated AS (
         next_timer_at = %(next_timer_at)s,
         created_at = %(created_at)s,
         updated_at = %(updated_at)s,
+        history_length = %(history_length)s,
         document = %(document)s::jsonb
     WHERE id = %(id)s AND revision = %(expected_revision)s::bigint
         AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
-    RETURNING 1
+        AND (%(run)s::integer IS NULL
+            OR (run = %(run)s::integer AND history_length = %(base_length)s::integer))
+    RETURNING run
+), appended AS (
+    INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
+    SELECT %(id)s::text, updated.run, e.seq, e.entry
+    FROM updated, unnest(%(seqs)s::integer[], %(entries)s::text[]) AS e(seq, entry)
+    ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
+), truncated AS (
+    DELETE FROM {schema}.workflow_log
+    WHERE %(run)s::integer IS NULL AND instance_id = %(id)s
+        AND run = (SELECT run FROM updated) AND seq >= %(history_length)s::integer
+), notified AS (
+    SELECT pg_notify('hephaestus_work', '') WHERE %(notify)s::boolean
+)
+SELECT
+    (SELECT count(*) FROM updated) AS written,
+    found.status,
+    found.revision,
+    found.owner,
+    (SELECT run FROM updated),
+    (SELECT count(*) FROM notified)
+FROM (VALUES (1)) AS one
+LEFT JOIN {schema}.workflow_instances AS found ON found.id = %(id)s;
+
+-- name: write_create
+-- A create of `put`: only over no row or a finished instance, whose head is archived
+-- as an earlier run (the `keep_runs` latest are kept, older ones and their logs go).
+-- Concurrent creates of one id are decided by the primary key: one waits for the other.
+WITH archived AS (
+    INSERT INTO {schema}.workflow_runs (
+        id, run, workflow, workflow_version, status, created_at, updated_at, history_length,
+        document
+    )
+    SELECT id, run, workflow, workflow_version, status, created_at, updated_at, history_length,
+        document
+    FROM {schema}.workflow_instances
+    WHERE id = %(id)s AND %(keep_runs)s::integer > 0 AND problem IS NULL
+        AND status <> ALL (%(active)s::text[])
+    ON CONFLICT (id, run) DO NOTHING
 ), created AS (
     INSERT INTO {schema}.workflow_instances AS stored (
-        id, workflow, workflow_version, status, revision,
-        next_timer_at, created_at, updated_at, document, owner, needs_runner, has_commands
+        id, workflow, workflow_version, status, revision, next_timer_at, created_at,
+        updated_at, document, owner, needs_runner, has_commands, run, history_length
     )
     SELECT
         %(id)s::text, %(workflow)s::text, %(workflow_version)s::integer, %(status)s::text,
         %(revision)s::bigint, %(next_timer_at)s::timestamptz, %(created_at)s::timestamptz,
         %(updated_at)s::timestamptz, %(document)s::jsonb,
         CASE WHEN %(is_active)s::boolean THEN %(owner)s::text END,
-        %(needs_runner)s::boolean, %(has_commands)s::boolean
-    WHERE %(expected_revision)s::bigint IS NULL
+        %(needs_runner)s::boolean, %(has_commands)s::boolean, 1, %(history_length)s::integer
     ON CONFLICT (id) DO UPDATE SET
         problem = NULL,
         owner = excluded.owner,
@@ -54,26 +102,69 @@ WITH updated AS (
         next_timer_at = excluded.next_timer_at,
         created_at = excluded.created_at,
         updated_at = excluded.updated_at,
-        document = excluded.document
+        document = excluded.document,
+        run = stored.run + 1,
+        history_length = excluded.history_length
     WHERE stored.status <> ALL (%(active)s::text[])
-    RETURNING 1
+    RETURNING run
+), appended AS (
+    INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
+    SELECT %(id)s::text, created.run, e.seq, e.entry
+    FROM created, unnest(%(seqs)s::integer[], %(entries)s::text[]) AS e(seq, entry)
+    ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
+), pruned_runs AS (
+    DELETE FROM {schema}.workflow_runs
+    WHERE id = %(id)s AND run <= (SELECT run FROM created) - 1 - %(keep_runs)s::integer
+), pruned_log AS (
+    DELETE FROM {schema}.workflow_log
+    WHERE instance_id = %(id)s
+        AND run <= (SELECT run FROM created) - 1 - %(keep_runs)s::integer
 ), notified AS (
     SELECT pg_notify('hephaestus_work', '') WHERE %(notify)s::boolean
 )
 SELECT
-    (SELECT count(*) FROM updated) + (SELECT count(*) FROM created) AS written,
+    (SELECT count(*) FROM created) AS written,
     found.status,
     found.revision,
     found.owner,
+    (SELECT run FROM created),
     (SELECT count(*) FROM notified)
 FROM (VALUES (1)) AS one
 LEFT JOIN {schema}.workflow_instances AS found ON found.id = %(id)s;
 
 -- name: delete
+WITH log AS (
+    DELETE FROM {schema}.workflow_log WHERE instance_id = %(id)s
+), runs AS (
+    DELETE FROM {schema}.workflow_runs WHERE id = %(id)s
+)
 DELETE FROM {schema}.workflow_instances WHERE id = %(id)s;
 
--- name: select_documents
-SELECT id, document::text FROM {schema}.workflow_instances WHERE problem IS NULL;
+-- name: select_heads
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run
+FROM {schema}.workflow_instances AS h
+LEFT JOIN LATERAL (
+    -- The log of the head's run as far as the head counts it (a row past it was never
+    -- committed with its head, and is overwritten by the next write).
+    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
+    FROM {schema}.workflow_log AS l
+    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
+) AS log ON true
+WHERE h.problem IS NULL;
+
+-- name: list_runs
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run
+FROM {schema}.workflow_runs AS h
+LEFT JOIN LATERAL (
+    -- The log of the head's run as far as the head counts it (a row past it was never
+    -- committed with its head, and is overwritten by the next write).
+    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
+    FROM {schema}.workflow_log AS l
+    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
+) AS log ON true
+WHERE h.id = %(id)s
+ORDER BY h.run DESC
+LIMIT %(limit)s;
 
 -- name: due_timers
 SELECT id FROM {schema}.workflow_instances
@@ -101,26 +192,47 @@ WITH claimed AS (
         AND owner IS NULL
         AND problem IS NULL
         AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-    RETURNING id, document::text
+    RETURNING id, document, run, history_length
+), taken AS (
+    SELECT id, document, run, history_length FROM claimed
+    UNION ALL
+    SELECT id, document, run, history_length FROM {schema}.workflow_instances
+    WHERE id = %(id)s AND owner = %(runner)s AND problem IS NULL
+        AND status IN ('pending', 'running', 'waiting')
 )
-SELECT id, document FROM claimed
-UNION ALL
-SELECT id, document::text FROM {schema}.workflow_instances
-WHERE id = %(id)s AND owner = %(runner)s AND problem IS NULL
-    AND status IN ('pending', 'running', 'waiting');
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run
+FROM taken AS h
+LEFT JOIN LATERAL (
+    -- The log of the head's run as far as the head counts it (a row past it was never
+    -- committed with its head, and is overwritten by the next write).
+    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
+    FROM {schema}.workflow_log AS l
+    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
+) AS log ON true;
 
 -- name: claim_unowned
 -- SKIP LOCKED: runners claiming at the same moment take different instances.
-UPDATE {schema}.workflow_instances SET owner = %(runner)s
-WHERE id IN (
-    SELECT id FROM {schema}.workflow_instances
-    WHERE needs_runner AND owner IS NULL
-    ORDER BY id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-) AND owner IS NULL
-    AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-RETURNING id, document::text;
+WITH claimed AS (
+    UPDATE {schema}.workflow_instances SET owner = %(runner)s
+    WHERE id IN (
+        SELECT id FROM {schema}.workflow_instances
+        WHERE needs_runner AND owner IS NULL
+        ORDER BY id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AND owner IS NULL
+        AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
+    RETURNING id, document, run, history_length
+)
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run
+FROM claimed AS h
+LEFT JOIN LATERAL (
+    -- The log of the head's run as far as the head counts it (a row past it was never
+    -- committed with its head, and is overwritten by the next write).
+    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
+    FROM {schema}.workflow_log AS l
+    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
+) AS log ON true;
 
 -- name: quarantine
 -- A row that cannot be read: set aside, so that no runner claims it or fires its timers.
@@ -217,8 +329,18 @@ SHOW synchronous_commit;
 -- name: commit_synchronously
 SET synchronous_commit TO on;
 
--- name: get_document_for_update
-SELECT document::text FROM {schema}.workflow_instances WHERE id = %(id)s FOR UPDATE;
+-- name: get_instance_for_update
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run, h.problem
+FROM {schema}.workflow_instances AS h
+LEFT JOIN LATERAL (
+    -- The log of the head's run as far as the head counts it (a row past it was never
+    -- committed with its head, and is overwritten by the next write).
+    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
+    FROM {schema}.workflow_log AS l
+    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
+) AS log ON true
+WHERE h.id = %(id)s
+FOR UPDATE OF h;
 
 -- name: record_step_result
 INSERT INTO {schema}.hephaestus_step_results (instance_id, step, attempt, outcome, duration)

@@ -1,18 +1,58 @@
 -- Named queries of SQLiteStorage: each block starts with `-- name: <name>`.
 
--- name: get_document
-SELECT document, problem FROM workflow_instances WHERE id = ?;
+-- name: get_head
+SELECT id, document, run, history_length, problem FROM workflow_instances WHERE id = ?;
+
+-- name: get_log
+-- The log of a run as far as its head counts it (a row past it was never committed
+-- with its head, and is overwritten by the next write).
+SELECT seq, entry FROM workflow_log
+WHERE instance_id = ? AND run = ? AND seq < ?
+ORDER BY seq;
 
 -- name: get_version
-SELECT status, revision, owner FROM workflow_instances WHERE id = ?;
+SELECT status, revision, owner, run, history_length FROM workflow_instances WHERE id = ?;
+
+-- name: append_log
+INSERT OR REPLACE INTO workflow_log (instance_id, run, seq, entry) VALUES (?, ?, ?, ?);
+
+-- name: truncate_log
+DELETE FROM workflow_log WHERE instance_id = ? AND run = ? AND seq >= ?;
+
+-- name: archive_run
+INSERT OR REPLACE INTO workflow_runs (
+    id, run, workflow, workflow_version, status, created_at, updated_at, history_length, document
+)
+SELECT id, run, workflow, workflow_version, status, created_at, updated_at, history_length,
+    document
+FROM workflow_instances WHERE id = ? AND problem IS NULL;
+
+-- name: prune_runs
+DELETE FROM workflow_runs WHERE id = ? AND run <= ?;
+
+-- name: prune_log
+DELETE FROM workflow_log WHERE instance_id = ? AND run <= ?;
+
+-- name: list_runs
+SELECT id, document, run, history_length FROM workflow_runs
+WHERE id = ? ORDER BY run DESC LIMIT ?;
+
+-- name: delete_runs
+DELETE FROM workflow_runs WHERE id = ?;
+
+-- name: delete_log
+DELETE FROM workflow_log WHERE instance_id = ?;
 
 -- name: upsert
 INSERT INTO workflow_instances (
     id, workflow, workflow_version, status, revision,
-    next_timer_at, created_at, updated_at, document, needs_runner, has_commands, owner
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    next_timer_at, created_at, updated_at, document, needs_runner, has_commands,
+    history_length, run, owner
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     problem = NULL,
+    history_length = excluded.history_length,
+    run = excluded.run,
     needs_runner = excluded.needs_runner,
     has_commands = excluded.has_commands,
     owner = excluded.owner,
@@ -28,8 +68,8 @@ ON CONFLICT (id) DO UPDATE SET
 -- name: delete
 DELETE FROM workflow_instances WHERE id = ?;
 
--- name: select_documents
-SELECT id, document FROM workflow_instances WHERE problem IS NULL;
+-- name: select_heads
+SELECT id, document, run, history_length FROM workflow_instances WHERE problem IS NULL;
 
 -- name: due_timers
 SELECT id FROM workflow_instances
@@ -44,9 +84,9 @@ WHERE next_timer_at IS NOT NULL AND next_timer_at <= ? AND (owner IS NULL OR own
 ORDER BY next_timer_at, id
 LIMIT ?;
 
--- name: owned_document
+-- name: owned_head
 -- An instance the runner owns already: read, not written again.
-SELECT id, document FROM workflow_instances
+SELECT id, document, run, history_length FROM workflow_instances
 WHERE id = :id AND owner = :runner AND problem IS NULL
     AND status IN ('pending', 'running', 'waiting');
 
@@ -57,7 +97,7 @@ WHERE id = :id AND status IN ('pending', 'running', 'waiting')
     AND owner IS NULL
     AND problem IS NULL
     AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = :runner)
-RETURNING id, document;
+RETURNING id, document, run, history_length;
 
 -- name: claim_unowned
 UPDATE workflow_instances SET owner = :runner
@@ -67,7 +107,7 @@ WHERE id IN (
     ORDER BY id
     LIMIT :limit
 ) AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = :runner)
-RETURNING id, document;
+RETURNING id, document, run, history_length;
 
 -- name: quarantine
 -- A row that cannot be read: set aside, so that no runner claims it or fires its timers.
