@@ -23,6 +23,7 @@ _MARKER = "BENCH-RESULT "
 #: What a child may run: name -> (module, function); each takes a dict and returns one.
 _CHILDREN = {
     "dbos": ("bench.cases._dbos_flows", "measure"),
+    "dbos-payload": ("bench.cases._dbos_flows", "measure_payload"),
     "parked": ("bench.cases.parked_scale", "measure_parked"),
     "dicts": ("bench.cases.parked_scale", "measure_dicts"),
 }

@@ -20,7 +20,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Floor", "postgres_floor", "sqlite_floor"]
+__all__ = [
+    "Floor",
+    "postgres_batched_floor",
+    "postgres_floor",
+    "sqlite_batched_floor",
+    "sqlite_floor",
+]
+
+#: Upserts per transaction of the batched floor.
+BATCH = 1_000
 
 #: Upserts made before timing: the table, the log and the connection reach their steady state.
 _WARM_UP = 1_000
@@ -94,6 +103,67 @@ def postgres_floor(url: str, document: str, upserts: int, distinct: int) -> Floo
         for i in range(upserts):
             commit_one(i)
         return Floor(upserts, time.perf_counter() - started)
+
+
+def sqlite_batched_floor(path: Path, document: str, upserts: int, distinct: int) -> Floor:
+    """The floor of a group-committing engine: the same upserts, `BATCH` per transaction."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id TEXT PRIMARY KEY, document TEXT NOT NULL)"
+        )
+        upsert = (
+            "INSERT INTO bench_floor (id, document) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET document = excluded.document"
+        )
+
+        def commit_batch(first: int) -> None:
+            rows = [
+                (f"floor::{i % distinct}", _version(document, i))
+                for i in range(first, first + BATCH)
+            ]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(upsert, rows)
+            conn.execute("COMMIT")
+
+        commit_batch(0)
+        started = time.perf_counter()
+        for first in range(0, upserts, BATCH):
+            commit_batch(first)
+        return Floor(-(-upserts // BATCH) * BATCH, time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
+def postgres_batched_floor(url: str, document: str, upserts: int, distinct: int) -> Floor:
+    """The same on PostgreSQL: `BATCH` upserts sent in one pipeline, one transaction."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = on")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_floor (id text PRIMARY KEY, document jsonb NOT NULL)"
+        )
+        upsert = (
+            "INSERT INTO bench_floor (id, document) VALUES (%s, %s::jsonb) "
+            "ON CONFLICT (id) DO UPDATE SET document = excluded.document"
+        )
+
+        def commit_batch(first: int) -> None:
+            rows = [
+                (f"floor::{i % distinct}", _version(document, i))
+                for i in range(first, first + BATCH)
+            ]
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(upsert, rows)
+
+        commit_batch(0)
+        started = time.perf_counter()
+        for first in range(0, upserts, BATCH):
+            commit_batch(first)
+        return Floor(-(-upserts // BATCH) * BATCH, time.perf_counter() - started)
 
 
 def _version(document: str, write: int) -> str:

@@ -62,8 +62,16 @@ async def fan_out_10() -> None:
 _SHAPES = {"linear-3": linear_3, "fan-out-10": fan_out_10}
 
 
-async def _run(url: str, shape: str, instances: int) -> dict[str, Any]:
-    DBOS(config={"name": "hephaestus-bench", "system_database_url": url, "log_level": "WARNING"})
+async def _run(url: str, shape: str, instances: int, one_at_a_time: bool) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": "hephaestus-bench",
+        "system_database_url": url,
+        "log_level": "WARNING",
+    }
+    if one_at_a_time:
+        # Its best mode on SQLite: one connection, no liveness check before each use.
+        config.update(sys_db_pool_size=1, db_engine_kwargs={"pool_pre_ping": False})
+    DBOS(config=config)  # type: ignore[arg-type]
     DBOS.launch()
     try:
         workflow = _SHAPES[shape]
@@ -72,8 +80,61 @@ async def _run(url: str, shape: str, instances: int) -> dict[str, Any]:
         )
         await asyncio.gather(*(handle.get_result() for handle in warm))
         started = time.perf_counter()
+        if one_at_a_time:
+            for _ in range(instances):
+                await (await DBOS.start_workflow_async(workflow)).get_result()
+        else:
+            handles = await asyncio.gather(
+                *(DBOS.start_workflow_async(workflow) for _ in range(instances))
+            )
+            await asyncio.gather(*(handle.get_result() for handle in handles))
+        seconds = time.perf_counter() - started
+    finally:
+        DBOS.destroy()
+    return {"seconds": seconds, "instances": instances, "dbos": version("dbos")}
+
+
+def measure(args: dict[str, Any]) -> dict[str, Any]:
+    """Run `args["instances"]` of `args["shape"]` on `args["url"]`; seconds taken.
+
+    All at once, or with `args["one_at_a_time"]` one after another on a pool of one.
+    """
+    url = str(args["url"])
+    _wal(url)
+    one_at_a_time = bool(args.get("one_at_a_time", False))
+    return asyncio.run(_run(url, str(args["shape"]), int(args["instances"]), one_at_a_time))
+
+
+def _wal(url: str) -> None:
+    """Switch a new SQLite file to WAL before DBOS opens it, as ours runs."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        finally:
+            conn.close()
+
+
+@DBOS.step()
+async def payload_step(size: int) -> str:
+    return "x" * size
+
+
+@DBOS.workflow()
+async def payload_20(size: int) -> None:
+    for _ in range(20):
+        await payload_step(size)
+
+
+async def _run_payload(url: str, size: int, instances: int) -> dict[str, Any]:
+    DBOS(config={"name": "hephaestus-bench", "system_database_url": url, "log_level": "WARNING"})
+    DBOS.launch()
+    try:
+        warm = await DBOS.start_workflow_async(payload_20, size)
+        await warm.get_result()
+        started = time.perf_counter()
         handles = await asyncio.gather(
-            *(DBOS.start_workflow_async(workflow) for _ in range(instances))
+            *(DBOS.start_workflow_async(payload_20, size) for _ in range(instances))
         )
         await asyncio.gather(*(handle.get_result() for handle in handles))
         seconds = time.perf_counter() - started
@@ -82,13 +143,8 @@ async def _run(url: str, shape: str, instances: int) -> dict[str, Any]:
     return {"seconds": seconds, "instances": instances, "dbos": version("dbos")}
 
 
-def measure(args: dict[str, Any]) -> dict[str, Any]:
-    """Run `args["instances"]` of `args["shape"]` at once on `args["url"]`; seconds taken."""
+def measure_payload(args: dict[str, Any]) -> dict[str, Any]:
+    """Run `args["instances"]` 20-step workflows whose steps return `args["size"]` bytes."""
     url = str(args["url"])
-    if url.startswith("sqlite:///"):
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        try:
-            conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        finally:
-            conn.close()
-    return asyncio.run(_run(url, str(args["shape"]), int(args["instances"])))
+    _wal(url)
+    return asyncio.run(_run_payload(url, int(args["size"]), int(args["instances"])))

@@ -1,4 +1,5 @@
-"""Data a storage would refuse: NUL characters, lone surrogates, nesting 100,000 deep.
+"""Data a storage would refuse: NUL characters, lone surrogates, nesting 100,000 deep,
+and more than the 16 MB of JSON one value may be.
 
 PostgreSQL cannot store a NUL character in text or JSON; no storage can
 encode a lone surrogate as UTF-8; deep nesting exhausts the recursion of the
@@ -30,6 +31,7 @@ from hephaestus import (
     Workflow,
 )
 from hephaestus.app import Hephaestus
+from hephaestus.core.context import MAX_JSON_BYTES
 
 pytestmark = pytest.mark.both_runners
 
@@ -51,6 +53,7 @@ HOSTILE: dict[str, tuple[dict[str, Any], str]] = {
     "surrogate-value": ({"name": "caf\udce9"}, r"\['name'\]: string contains a lone surrogate"),
     "surrogate-key": ({"\ud800": 1}, r": key '\\ud800': string contains a lone surrogate"),
     "deep": (nested(100_000), r"nest more than 100 levels deep"),
+    "too-big": ({"blob": "x" * MAX_JSON_BYTES}, r"is 16\.0 MB as JSON, more than the 16 MB"),
 }
 
 

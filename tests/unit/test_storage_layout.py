@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from hephaestus.core.context import Context
 from hephaestus.core.instance import ExecutionEntry, Instance, Status
-from hephaestus.storage._layout import INITIAL_SEQ, Known, RowWrite, assemble, delta, full
+from hephaestus.storage._layout import INITIAL_SEQ, Known, RowWrite, assemble, delta, full, stored
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 KEYS = ["a", "b", "c", "d"]
 
 
-class StoredRows:
+class Rows:
     """What a SQL adapter keeps for one run: the head and the log rows by seq."""
 
     def __init__(self) -> None:
@@ -66,9 +66,11 @@ def complete(instance: Instance, key: str, updates: dict[str, Any] | None) -> In
     )
 
 
+# Text a context may hold: no NUL, no lone surrogate (the engine refuses both).
+text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=4)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=4),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    st.none() | st.booleans() | st.integers(-5, 5) | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner),
     max_leaves=6,
 )
 updates = st.none() | st.dictionaries(st.sampled_from(["x", "y"]), json_values, max_size=2)
@@ -110,26 +112,29 @@ def change(instance: Instance, kind: str, key: str, value: Any) -> Instance:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    initial=st.dictionaries(st.text(max_size=3), json_values, max_size=3),
+    initial=st.dictionaries(text, json_values, max_size=3),
     steps=st.lists(changes, max_size=12),
 )
 def test_any_chain_of_writes_loads_back_equal(initial: dict[str, Any], steps: list[Any]) -> None:
-    stored = StoredRows()
+    rows_kept = Rows()
     instance = base_instance(initial)
     first = full(instance)
-    stored.apply(first)
+    rows_kept.apply(first)
     known = Known(instance, 1, first.overrides)
-    assert stored.load().instance == instance
+    assert rows_kept.load().instance == instance
     for kind, key, value in steps:
         instance = change(known.instance, kind, key, value)
         rows = delta(known, instance)
-        stored.apply(rows)
-        loaded = stored.load()
+        rows_kept.apply(rows)
+        loaded = rows_kept.load()
         assert loaded.instance == instance
         assert loaded.instance.completed_steps == instance.completed_steps
         assert dict(loaded.instance.context.steps) == dict(instance.context.steps)
-        # The next write starts from what was written, as a storage's known states do.
+        # The next write starts from what was written, as a storage's known states do;
+        # half the time without the engine's note of what changed (then it looks).
         known = Known(instance, 1, rows.overrides)
+        if len(instance.execution_history) % 2:
+            stored(instance)
         # And a reader that loaded it would compute the same next write.
         assert loaded.overrides == rows.overrides
 
@@ -143,6 +148,7 @@ def test_an_engine_step_writes_its_entry_once_and_a_head_of_constant_size() -> N
         instance = complete(instance, f"step_{n}", {"payload": "y" * 500, "n": n})
         rows = delta(known, instance)
         known = Known(instance, 1, rows.overrides)
+        stored(instance)
         # One log row, the new entry with the step's output; nothing else rewritten.
         assert [seq for seq, _ in rows.entries] == [n]
         assert '"payload"' in rows.entries[0][1]

@@ -24,7 +24,7 @@ from hephaestus.errors import ContextSerializationError
 if TYPE_CHECKING:
     from hephaestus.core.instance import ExecutionEntry
 
-__all__ = ["MAX_DEPTH", "Context", "Trigger", "find_trigger", "to_json_value"]
+__all__ = ["MAX_DEPTH", "MAX_JSON_BYTES", "Context", "Trigger", "find_trigger", "to_json_value"]
 
 _EMPTY: Mapping[str, Any] = EMPTY
 
@@ -32,6 +32,11 @@ _EMPTY: Mapping[str, Any] = EMPTY
 #: How deep dicts and lists may nest in a context, a step's updates or metadata. Deeper data
 #: would exhaust the recursion of the JSON encoders and of the storages that parse it.
 MAX_DEPTH = 100
+
+#: The most JSON one value may take: the input of a run, a step's output, an event's data.
+#: Every step's output is kept (and read back with its instance); large data belongs in
+#: a store of its own, referenced from the workflow.
+MAX_JSON_BYTES = 16 * 2**20
 
 
 def to_json_value(value: Any, *, what: str) -> Any:
@@ -46,6 +51,7 @@ def to_json_value(value: Any, *, what: str) -> Any:
     - No str (value or key) may contain a NUL character, which PostgreSQL
       cannot store, or a lone surrogate, which is not text that UTF-8 encodes.
     - Dicts and lists nest at most `MAX_DEPTH` levels deep.
+    - Its JSON takes at most `MAX_JSON_BYTES` (16 MB).
 
     On the hot path (every step's result goes through it), so the common case
     costs a C-level dump, load and comparison, and a walk over the containers.
@@ -62,6 +68,13 @@ def to_json_value(value: Any, *, what: str) -> Any:
         if path is None:
             raise  # not this value's depth: the caller's own stack is exhausted
         raise ContextSerializationError(_too_deep(what, path)) from None
+    if len(text) > MAX_JSON_BYTES:
+        raise ContextSerializationError(
+            f"{what} is {len(text) / 2**20:.1f} MB as JSON, more than the "
+            f"{MAX_JSON_BYTES // 2**20} MB one value may be; keep large data outside the "
+            "workflow (a file, object storage, a table of your own) and pass a reference "
+            "to it, such as its key or URL"
+        )
     normalised = json.loads(text)
     # The text is ASCII: a NUL is written \u0000, a surrogate \udXXX (a character beyond the
     # BMP, such as an emoji, is a pair of them). Only then are the strings looked at.
@@ -311,6 +324,10 @@ class Context:
     attempt: int = 0
     idempotency_key: str = ""
     trigger: Trigger | None = None
+    #: Which keys of `steps` were set since it was `base`: `(base, keys)`. Kept by
+    #: `with_updates` and cleared by the storage once it stored `steps`, so that a write
+    #: finds what changed without looking at every step. Never stored, never compared.
+    changes: tuple[Mapping[str, Any], tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         # Frozen values are kept as is: the common case costs two type checks.
@@ -334,7 +351,9 @@ class Context:
         """A new context whose `steps[key]` is `updates` (already JSON-normalised)."""
         steps = FrozenDict(self.steps)
         dict.__setitem__(steps, key, freeze(updates))
-        return Context(initial=self.initial, steps=steps)
+        since = self.changes
+        changes = (self.steps, (key,)) if since is None else (since[0], (*since[1], key))
+        return Context(initial=self.initial, steps=steps, changes=changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"initial": self.initial, "steps": self.steps}

@@ -35,6 +35,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any
 
 from hephaestus.core.context import Context
@@ -220,11 +222,14 @@ def _next_overrides(
     old_steps = before.context.steps
     steps = instance.context.steps
     if steps is not old_steps or new:
+        changed = {entry.step for entry in new}
+        since = instance.context.changes
+        if since is not None and since[0] is old_steps:
+            changed.update(since[1])  # what the engine set since the stored state
+        elif steps is not old_steps:
+            changed.update(_scan(old_steps, steps))
         last = {entry.step: entry for entry in new}
-        changed = set(last)
         old_get = old_steps.get
-        changed.update(key for key, value in steps.items() if value is not old_get(key, _ABSENT))
-        changed.update(key for key in old_steps if key not in steps)
         if changed:
             steps_set = dict(steps_set)
             unset = set(steps_unset)
@@ -258,6 +263,19 @@ def _next_overrides(
     return Overrides(steps_set, steps_unset, completed_override)
 
 
+def _scan(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Keys whose value is not the same object in `old` and `new`, or in only one of them."""
+    differ = list(compress(new, map(is_not, new.values(), map(old.get, new, repeat(_ABSENT)))))
+    if len(new) - sum(key not in old for key in differ) != len(old):
+        differ.extend(key for key in old if key not in new)  # some were removed
+    return differ
+
+
+def stored(instance: Instance) -> None:
+    """Mark `instance`'s step outputs as stored: later changes are counted from them."""
+    object.__setattr__(instance.context, "changes", None)
+
+
 def _derive_steps(history: Iterable[ExecutionEntry]) -> dict[str, Any]:
     return {entry.step: _output(entry) for entry in history}
 
@@ -288,6 +306,8 @@ class KnownStates:
         self._states: dict[str, Known] = {}
 
     def remember(self, known: Known) -> None:
+        """Keep `known`, just read or written, as the stored state of its instance."""
+        stored(known.instance)
         instance_id = known.instance.id
         states = self._states
         states.pop(instance_id, None)

@@ -45,7 +45,7 @@ WITH updated AS (
 ), appended AS (
     INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
     SELECT %(id)s::text, updated.run, e.seq, e.entry
-    FROM updated, unnest(%(seqs)s::integer[], %(entries)s::text[]) AS e(seq, entry)
+    FROM updated, unnest(%(seqs)b::integer[], %(entries)b::text[]) AS e(seq, entry)
     ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
 ), truncated AS (
     DELETE FROM {schema}.workflow_log
@@ -110,7 +110,7 @@ WITH archived AS (
 ), appended AS (
     INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
     SELECT %(id)s::text, created.run, e.seq, e.entry
-    FROM created, unnest(%(seqs)s::integer[], %(entries)s::text[]) AS e(seq, entry)
+    FROM created, unnest(%(seqs)b::integer[], %(entries)b::text[]) AS e(seq, entry)
     ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
 ), pruned_runs AS (
     DELETE FROM {schema}.workflow_runs
