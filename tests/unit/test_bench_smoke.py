@@ -22,6 +22,8 @@ CASES = [
     "telemetry-cost",
     "durable-throughput",
     "peer",
+    "history-growth",
+    "payload-size",
     "resume-latency",
     "client-handoff",
     "lease-cost",

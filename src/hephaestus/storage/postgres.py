@@ -38,15 +38,18 @@ transaction; `wait_for_changes` listens on one connection of its own, so an
 idle runner wakes when the write commits. Runners also poll, in case a
 notification is lost with a broken connection.
 
-**Schema.** Table `workflow_instances`; each row holds the instance as `jsonb`
-(with a GIN index for containment queries) plus the columns queries filter on,
-B-tree indexed, and the runner that owns it. Table `hephaestus_runners` holds
-the runner processes and their leases. Migrations are the numbered files in
-`hephaestus/storage/sql/postgres/`; `migrate(url)` (the `hephaestus db
-migrate` command) applies them under an advisory lock and records them in
-`hephaestus_schema_version`. `open()` never changes the schema: it checks the
-version and refuses a database that is not migrated, or migrated by another
-version of Hephaestus.
+**Schema.** Append-only (docs/storage.md): table `workflow_instances` holds
+each instance's small head as `jsonb` plus the columns queries filter on,
+B-tree indexed, and the runner that owns it, rewritten on every change;
+`workflow_log` one text row per history entry with the step's output, and
+the run's input, each written once (a write sends its new rows with its head,
+in one statement); `workflow_runs` the heads of earlier runs of an id. Table
+`hephaestus_runners` holds the runner processes and their leases.
+Migrations are the numbered files in `hephaestus/storage/sql/postgres/`;
+`migrate(url)` (the `hephaestus db migrate` command) applies them under an
+advisory lock and records them in `hephaestus_schema_version`. `open()`
+never changes the schema: it checks the version and refuses a database that
+is not migrated, or migrated by another version of Hephaestus.
 """
 
 from __future__ import annotations
@@ -146,7 +149,8 @@ class PostgresStorage(AsyncContext):
     migrate(url)`. `schema` is the PostgreSQL schema holding the table;
     `min_size` and `max_size` bound the connection pool; `connect_timeout` is
     how many seconds opening a connection may take, and `timeout` how many
-    seconds a call waits for a free connection of the pool.
+    seconds a call waits for a free connection of the pool; `keep_runs` how
+    many earlier runs of an id are kept (`runs()`).
     """
 
     def __init__(

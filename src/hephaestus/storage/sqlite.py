@@ -24,10 +24,13 @@ every SQLite call, read or write, runs there, so the event loop never waits
 on the disk and the connection is never shared between threads. Reads wait
 behind a commit in progress and so never see a write before it is committed.
 
-**Schema.** Table `workflow_instances`; each row holds the instance as JSON
-plus the columns queries filter on, the due time of the earliest timer of an
-active instance, and the runner that owns it. Table `hephaestus_runners`
-holds the runner processes and their leases.
+**Schema.** Append-only (docs/storage.md): table `workflow_instances` holds
+each instance's small head (as JSON, plus the columns queries filter on, the
+due time of its earliest timer and the runner that owns it), rewritten on
+every change; `workflow_log` one row per history entry with the step's
+output, and the run's input, each written once; `workflow_runs` the heads of
+earlier runs of an id (`keep_runs` of them). A write carries only what
+changed. Table `hephaestus_runners` holds the runner processes and leases.
 
 **Many processes.** Several processes may open the same file: SQLite
 serialises their writes, and every write is checked against the stored
@@ -108,7 +111,8 @@ class SQLiteStorage(AsyncContext):
 
     Use it as `async with SQLiteStorage("app.db") as storage:` or hand it to
     `Hephaestus(storage=...)`, which opens and closes it. `timeout` is how many
-    seconds a write waits for another process holding the file's write lock.
+    seconds a write waits for another process holding the file's write lock;
+    `keep_runs` how many earlier runs of an id are kept (`runs()`).
     """
 
     def __init__(
