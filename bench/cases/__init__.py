@@ -19,6 +19,7 @@ from bench.cases import (
     peer,
     resume_latency,
     telemetry_cost,
+    timer_storm,
 )
 
 __all__ = ["CASES"]
@@ -36,5 +37,6 @@ CASES: dict[str, ModuleType] = {
         client_handoff,
         lease_cost,
         parked_scale,
+        timer_storm,
     )
 }

@@ -98,16 +98,20 @@ def backend_problem(bench: Bench, backend: str) -> str | None:
     return _postgres.storage_problem() or _postgres.server_problem(bench.pg_url)
 
 
-async def open_storage(bench: Bench, backend: str, label: str) -> tuple[Storage, str]:
-    """A fresh, empty storage on `backend` (not yet opened) and where it lives."""
+async def open_storage(
+    bench: Bench, backend: str, label: str, *, where: str | None = None
+) -> tuple[Storage, str]:
+    """A fresh, empty storage on `backend` (not yet opened) and where it lives; given
+    `where`, a storage on that file or database again."""
     if backend == "sqlite":
-        path = bench.scratch(f"{label}.db")
-        return SQLiteStorage(path, synchronous="FULL"), str(path)
+        path = where or str(bench.scratch(f"{label}.db"))
+        return SQLiteStorage(path, synchronous="FULL"), path
     from hephaestus.storage.postgres import PostgresStorage
 
-    url = _postgres.fresh_database(bench.pg_url, BENCH_DATABASE)
-    await _postgres.migrate(url)
-    return PostgresStorage(url), url
+    if where is None:
+        where = _postgres.fresh_database(bench.pg_url, BENCH_DATABASE)
+        await _postgres.migrate(where)
+    return PostgresStorage(where), where
 
 
 async def run_ours(

@@ -13,6 +13,7 @@ from hephaestus.core.engine import new_instance
 from hephaestus.core.instance import ExecutionEntry, Instance, Status, Timer
 from hephaestus.errors import AlreadyRunningError, ConcurrencyError, InstanceNotFoundError
 from hephaestus.storage import Query, Storage
+from hephaestus.storage.base import RunnerRecord
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -519,3 +520,41 @@ async def test_keep_runs_bounds_the_earlier_runs_kept(storage: Storage) -> None:
         runs.append(run)
 
     assert await storage.runs(runs[-1].id) == [runs[3], runs[2]]
+
+
+# -- ownership: claims ------------------------------------------------------------------------
+
+
+def runner_record(runner_id: str) -> RunnerRecord:
+    now = NOW.timestamp()
+    return RunnerRecord(runner_id, "host", 1, now, now, now + 60)
+
+
+async def test_claim_by_ids_takes_unowned_and_own_instances_in_one_call(storage: Storage) -> None:
+    await storage.register_runner(runner_record("r1"))
+    await storage.register_runner(runner_record("r2"))
+    for name in ("a", "b", "c", "d"):
+        await storage.put(make(f"order::{name}", status=Status.WAITING), None)
+    await storage.put(make("order::done", status=Status.COMPLETED), None)
+    assert [i.id for i in await storage.claim("r1", instance_id="order::a")] == ["order::a"]
+    assert [i.id for i in await storage.claim("r2", instance_id="order::b")] == ["order::b"]
+
+    taken = await storage.claim(
+        "r1", instance_ids=["order::a", "order::b", "order::c", "order::done", "order::nope"]
+    )
+
+    # Its own (a) and the unowned (c); not another runner's (b), a finished or a missing one.
+    assert sorted(i.id for i in taken) == ["order::a", "order::c"]
+    assert await storage.owner_of("order::c") == "r1"
+    assert await storage.owner_of("order::b") == "r2"
+    assert await storage.owner_of("order::d") is None
+    assert [i.id for i in taken if i.id == "order::c"] == ["order::c"]
+    assert await storage.claim("r1", instance_ids=[]) == []
+
+
+async def test_an_unregistered_runner_claims_nothing(storage: Storage) -> None:
+    await storage.put(make("order::a", status=Status.WAITING), None)
+
+    assert await storage.claim("ghost", instance_ids=["order::a"]) == []
+    assert await storage.claim("ghost", instance_id="order::a") == []
+    assert await storage.owner_of("order::a") is None

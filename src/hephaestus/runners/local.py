@@ -1080,6 +1080,18 @@ class LocalRunner:
         if wake:
             self._wake.set()
 
+    async def _fire(self, due: list[str]) -> None:
+        """Fire the timers of `due` instances: those without an actor are read (and claimed,
+        if no runner owns them) in one transaction, not one each."""
+        idle = [instance_id for instance_id in due if instance_id not in self._actors]
+        taken = await self._storage_or_raise().claim(self.id, instance_ids=idle) if idle else []
+        self._firing.update(due)
+        for instance in taken:
+            if instance.id not in self._actors:
+                self._spawn(instance.id, instance).tell(_Recover())
+        for instance_id in due:
+            self._tell(instance_id, _FireTimers())  # an actor claims any not taken above
+
     async def _timer_loop(self) -> None:
         storage = self._storage_or_raise()
         batch = 500
@@ -1091,10 +1103,7 @@ class LocalRunner:
             try:
                 now = self._now()
                 due = await storage.due_timers(now, batch, runner_id=self.id)
-                for instance_id in due:
-                    if instance_id not in self._firing:
-                        self._firing.add(instance_id)
-                        self._tell(instance_id, _FireTimers())
+                await self._fire([i for i in due if i not in self._firing])
                 upcoming = await storage.next_timer_at()
                 delay = self._poll
                 if upcoming is not None and upcoming > now:

@@ -31,7 +31,7 @@ the instance. A plain `put` is a client's write and leaves the owner as it is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -212,14 +212,20 @@ class Storage(Protocol):
         """
 
     async def claim(
-        self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
+        self,
+        runner_id: str,
+        *,
+        instance_id: str | None = None,
+        instance_ids: Sequence[str] | None = None,
+        limit: int = 100,
     ) -> list[Instance]:
         """Make `runner_id` the owner of instances that need a runner; returns those taken.
 
         With `instance_id`: that instance, if it is active and has no owner or
-        is `runner_id`'s already. Without: up to `limit` instances with no
-        owner that need a runner (`Instance.needs_runner`). Only a registered
-        runner claims anything.
+        is `runner_id`'s already. With `instance_ids`: each of those on the same
+        terms, in one transaction (a runner firing a batch of due timers).
+        Without: up to `limit` instances with no owner that need a runner
+        (`Instance.needs_runner`). Only a registered runner claims anything.
         """
 
     async def commands_for(self, runner_id: str, limit: int = 100) -> list[str]:

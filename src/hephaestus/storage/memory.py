@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from hephaestus.core.instance import Instance
@@ -165,19 +166,26 @@ class MemoryStorage(AsyncContext):
         return dead
 
     async def claim(
-        self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
+        self,
+        runner_id: str,
+        *,
+        instance_id: str | None = None,
+        instance_ids: Sequence[str] | None = None,
+        limit: int = 100,
     ) -> list[Instance]:
         if runner_id not in self._runners:
             return []  # only a registered runner claims: one that was reaped can own nothing
-        if instance_id is not None:
-            found = self._instances.get(instance_id)
-            if (
-                found is None
-                or not found.status.is_active
-                or self._owners.get(instance_id) not in (None, runner_id)
-            ):
-                return []
-            taken = [found]
+        if instance_id is not None or instance_ids is not None:
+            wanted = [instance_id] if instance_id is not None else instance_ids or ()
+            taken = []
+            for wanted_id in dict.fromkeys(wanted):
+                found = self._instances.get(wanted_id)
+                if (
+                    found is not None
+                    and found.status.is_active
+                    and self._owners.get(wanted_id) in (None, runner_id)
+                ):
+                    taken.append(found)
         else:
             taken = [
                 instance

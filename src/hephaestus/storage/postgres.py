@@ -58,7 +58,7 @@ import asyncio
 import contextlib
 import json
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, LiteralString, cast
@@ -407,11 +407,21 @@ class PostgresStorage(AsyncContext):
         return [str(row[0]) for row in rows]
 
     async def claim(
-        self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
+        self,
+        runner_id: str,
+        *,
+        instance_id: str | None = None,
+        instance_ids: Sequence[str] | None = None,
+        limit: int = 100,
     ) -> list[Instance]:
         params: dict[str, Any]
         if instance_id is not None:
             query, params = self._q["claim_one"], {"runner": runner_id, "id": instance_id}
+        elif instance_ids is not None:
+            if not instance_ids:
+                return []
+            query = self._q["claim_ids"]
+            params = {"runner": runner_id, "ids": list(dict.fromkeys(instance_ids))}
         elif limit <= 0:
             return []
         else:

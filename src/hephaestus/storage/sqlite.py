@@ -48,7 +48,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -299,12 +299,21 @@ class SQLiteStorage(AsyncContext):
         return dead
 
     async def claim(
-        self, runner_id: str, *, instance_id: str | None = None, limit: int = 100
+        self,
+        runner_id: str,
+        *,
+        instance_id: str | None = None,
+        instance_ids: Sequence[str] | None = None,
+        limit: int = 100,
     ) -> list[Instance]:
         params: dict[str, Any]
         if instance_id is not None:
             params = {"runner": runner_id, "id": instance_id}
             rows = await self._run(self._claim_one, params)
+        elif instance_ids is not None:
+            if not instance_ids:
+                return []
+            rows = await self._run(self._claim_ids, runner_id, list(dict.fromkeys(instance_ids)))
         elif limit <= 0:
             return []
         else:
@@ -558,6 +567,21 @@ class SQLiteStorage(AsyncContext):
         owned = self._guarded(self._connection().execute, _Q["owned_head"], params)
         rows = [tuple(row) for row in owned.fetchall()]
         return self._with_logs(rows) if rows else self._claim(_Q["claim_one"], params)
+
+    def _claim_ids(self, runner_id: str, instance_ids: list[str]) -> list[_Row]:
+        """Those of `instance_ids` the runner owns (read), then the unowned ones (claimed)."""
+        marks = ", ".join("?" * len(instance_ids))
+        owned = self._fetch_rows(_Q["owned_heads"].format(ids=marks), (runner_id, *instance_ids))
+        rest = [i for i in instance_ids if i not in {row[0] for row in owned}]
+        taken = self._with_logs(owned)
+        if rest:
+            sql = _Q["claim_ids"].format(ids=", ".join("?" * len(rest)))
+            taken += self._transaction(
+                lambda conn: self._with_logs(
+                    [tuple(row) for row in conn.execute(sql, (runner_id, *rest, runner_id))]
+                )
+            )
+        return taken
 
     def _claim(self, sql: str, params: dict[str, Any]) -> list[_Row]:
         return self._transaction(

@@ -210,6 +210,37 @@ LEFT JOIN LATERAL (
     WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
 ) AS log ON true;
 
+-- name: claim_ids
+-- Those of a list of instances that the runner owns already or that have no owner;
+-- rows are locked in id order (SKIP LOCKED: another runner's claim of them goes on).
+WITH claimed AS (
+    UPDATE {schema}.workflow_instances SET owner = %(runner)s
+    WHERE id IN (
+        SELECT id FROM {schema}.workflow_instances
+        WHERE id = ANY(%(ids)s::text[]) AND owner IS NULL AND problem IS NULL
+            AND status IN ('pending', 'running', 'waiting')
+        ORDER BY id
+        FOR UPDATE SKIP LOCKED
+    ) AND owner IS NULL
+        AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
+    RETURNING id, document, run, history_length
+), taken AS (
+    SELECT id, document, run, history_length FROM claimed
+    UNION ALL
+    SELECT id, document, run, history_length FROM {schema}.workflow_instances
+    WHERE id = ANY(%(ids)s::text[]) AND owner = %(runner)s AND problem IS NULL
+        AND status IN ('pending', 'running', 'waiting')
+)
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run
+FROM taken AS h
+LEFT JOIN LATERAL (
+    -- The log of the head's run as far as the head counts it (a row past it was never
+    -- committed with its head, and is overwritten by the next write).
+    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
+    FROM {schema}.workflow_log AS l
+    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
+) AS log ON true;
+
 -- name: claim_unowned
 -- SKIP LOCKED: runners claiming at the same moment take different instances.
 WITH claimed AS (

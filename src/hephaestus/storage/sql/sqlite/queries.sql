@@ -99,6 +99,21 @@ WHERE id = :id AND status IN ('pending', 'running', 'waiting')
     AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = :runner)
 RETURNING id, document, run, history_length;
 
+-- name: owned_heads
+-- Those of a list of instances the runner owns already (`{ids}`: one ? per id).
+SELECT id, document, run, history_length FROM workflow_instances
+WHERE owner = ? AND id IN ({ids}) AND problem IS NULL
+    AND status IN ('pending', 'running', 'waiting');
+
+-- name: claim_ids
+-- The unowned ones of a list of instances (`{ids}`: one ? per id), for a registered runner.
+UPDATE workflow_instances SET owner = ?
+WHERE id IN ({ids}) AND status IN ('pending', 'running', 'waiting')
+    AND owner IS NULL
+    AND problem IS NULL
+    AND EXISTS (SELECT 1 FROM hephaestus_runners WHERE id = ?)
+RETURNING id, document, run, history_length;
+
 -- name: claim_unowned
 UPDATE workflow_instances SET owner = :runner
 WHERE id IN (
