@@ -558,3 +558,12 @@ async def test_an_unregistered_runner_claims_nothing(storage: Storage) -> None:
     assert await storage.claim("ghost", instance_ids=["order::a"]) == []
     assert await storage.claim("ghost", instance_id="order::a") == []
     assert await storage.owner_of("order::a") is None
+
+
+async def test_workflows_lists_each_stored_workflow_name_once(storage: Storage) -> None:
+    assert await storage.workflows() == []
+    await storage.put(make("order::a", workflow="shop.Checkout"), None)
+    await storage.put(make("order::b", workflow="shop.Checkout"), None)
+    await storage.put(make("order::c", workflow="billing.Invoice"), None)
+
+    assert await storage.workflows() == ["billing.Invoice", "shop.Checkout"]

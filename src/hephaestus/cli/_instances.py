@@ -15,6 +15,7 @@ command has no side effects at all.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,7 +53,6 @@ __all__ = ["instances"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
-_PAGE = 500
 _POLL = 0.05
 
 
@@ -203,16 +203,13 @@ async def _list(
         )
         found = await storage.query(query)
         return (found[:limit], len(found) > limit) if limit else (found, False)
-    # A class name: compare it with the last part of each stored import path.
-    matches: list[Instance] = []
-    cursor = after
-    while True:
-        page = await storage.query(make_query(status_in=status_in, after=cursor, limit=_PAGE))
-        matches += [i for i in page if i.workflow.rpartition(".")[2] == workflow]
-        if (limit and len(matches) > limit) or len(page) < _PAGE:
-            break
-        cursor = page[-1].id
-    return (matches[:limit], len(matches) > limit) if limit else (matches, False)
+    # A class name: the stored import paths that end with it, then one query for them.
+    names = tuple(name for name in await storage.workflows() if name.rpartition(".")[2] == workflow)
+    if not names:
+        return [], False
+    query = make_query(status_in=status_in, after=after, limit=limit + 1 if limit else None)
+    found = await storage.query(dataclasses.replace(query, workflow_in=names))
+    return (found[:limit], len(found) > limit) if limit else (found, False)
 
 
 # --- show ------------------------------------------------------------------------------------

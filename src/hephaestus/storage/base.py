@@ -171,6 +171,10 @@ class Storage(Protocol):
     async def query(self, query: Query) -> list[Instance]:
         """Instances matching `query`, ordered by id."""
 
+    async def workflows(self) -> list[str]:
+        """The workflow names instances are stored under, sorted (found by index, not by
+        reading every instance)."""
+
     async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
         """Earlier runs of the id, newest first (the current record not included).
 

@@ -106,6 +106,9 @@ class MemoryStorage(AsyncContext):
         self.stats.transactions += 1
         self.stats.writes += 1
 
+    async def workflows(self) -> list[str]:
+        return sorted({instance.workflow for instance in self._instances.values()})
+
     async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
         return self._runs.get(instance_id, [])[: max(limit, 0)]
 

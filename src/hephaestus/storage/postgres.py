@@ -279,6 +279,9 @@ class PostgresStorage(AsyncContext):
         if write.written is not None:
             self._known.remember(write.written)
 
+    async def workflows(self) -> list[str]:
+        return [str(row[0]) for row in await self._fetch(self._q["workflows"], {})]
+
     async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
         if limit <= 0:
             return []

@@ -223,6 +223,9 @@ class SQLiteStorage(AsyncContext):
         if not await self._run(self._delete, instance_id):
             raise not_found(instance_id)
 
+    async def workflows(self) -> list[str]:
+        return [str(name) for name in await self._run(self._fetch_all, _Q["workflows"], ())]
+
     async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
         if limit <= 0:
             return []
@@ -469,7 +472,12 @@ class SQLiteStorage(AsyncContext):
                     write.instance, write.owner, write.expected_revision, stored_owner
                 )
                 run, rows = self._write_log(conn, write, stored)
-                conn.execute(_Q["upsert"], (*write.row[:8], rows.head, *write.row[9:], run, owner))
+                if stored is None or write.expected_revision is None:
+                    conn.execute(
+                        _Q["upsert"], (*write.row[:8], rows.head, *write.row[9:], run, owner)
+                    )
+                else:
+                    conn.execute(_Q["update_head"], _head_columns(write.row, rows.head, owner))
                 write.written = Known(write.instance, run, rows.overrides)
                 outcomes.append(None)
                 written += 1
@@ -631,6 +639,22 @@ class SQLiteStorage(AsyncContext):
             return function(*args)
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite database {self.path}: {exc}") from exc
+
+
+def _head_columns(row: tuple[Any, ...], head: str, owner: str | None) -> dict[str, Any]:
+    """The `update_head` parameters of a write's `row` (in `upsert` order)."""
+    return {
+        "id": row[0],
+        "status": row[3],
+        "revision": row[4],
+        "next_timer_at": row[5],
+        "updated_at": row[7],
+        "document": head,
+        "needs_runner": row[9],
+        "has_commands": row[10],
+        "history_length": row[11],
+        "owner": owner,
+    }
 
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:

@@ -411,3 +411,14 @@ CREATE INDEX IF NOT EXISTS hephaestus_procrastinate_jobs_lock
 
 -- name: forget_step_results
 DELETE FROM {schema}.hephaestus_step_results WHERE instance_id = %(instance_id)s;
+
+-- name: workflows
+-- The distinct workflow names, one index probe each (a loose index scan), not a scan of
+-- every row.
+WITH RECURSIVE names(name) AS (
+    SELECT min(workflow) FROM {schema}.workflow_instances
+    UNION ALL
+    SELECT (SELECT min(workflow) FROM {schema}.workflow_instances WHERE workflow > names.name)
+    FROM names WHERE names.name IS NOT NULL
+)
+SELECT name FROM names WHERE name IS NOT NULL;

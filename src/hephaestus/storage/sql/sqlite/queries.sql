@@ -65,6 +65,22 @@ ON CONFLICT (id) DO UPDATE SET
     updated_at = excluded.updated_at,
     document = excluded.document;
 
+-- name: update_head
+-- An update sets only what an update can change: the indexes on the columns it leaves
+-- alone (workflow, version, run) are not touched.
+UPDATE workflow_instances SET
+    status = :status,
+    revision = :revision,
+    next_timer_at = :next_timer_at,
+    updated_at = :updated_at,
+    document = :document,
+    needs_runner = :needs_runner,
+    has_commands = :has_commands,
+    history_length = :history_length,
+    owner = :owner,
+    problem = NULL
+WHERE id = :id;
+
 -- name: delete
 DELETE FROM workflow_instances WHERE id = ?;
 
@@ -169,3 +185,14 @@ WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM hephaestus_runners);
 
 -- name: next_timer_at
 SELECT min(next_timer_at) FROM workflow_instances WHERE next_timer_at IS NOT NULL;
+
+-- name: workflows
+-- The distinct workflow names, one index probe each (a loose index scan), not a scan of
+-- every row.
+WITH RECURSIVE names(name) AS (
+    SELECT min(workflow) FROM workflow_instances
+    UNION ALL
+    SELECT (SELECT min(workflow) FROM workflow_instances WHERE workflow > names.name)
+    FROM names WHERE names.name IS NOT NULL
+)
+SELECT name FROM names WHERE name IS NOT NULL;
