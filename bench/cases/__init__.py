@@ -17,6 +17,7 @@ from bench.cases import (
     parked_scale,
     payload_size,
     peer,
+    query_scale,
     resume_latency,
     telemetry_cost,
     timer_storm,
@@ -38,5 +39,6 @@ CASES: dict[str, ModuleType] = {
         lease_cost,
         parked_scale,
         timer_storm,
+        query_scale,
     )
 }

@@ -28,6 +28,8 @@ CASES = [
     "client-handoff",
     "lease-cost",
     "parked-scale",
+    "timer-storm",
+    "query-scale",
 ]
 ROW_KEYS = {
     "case",

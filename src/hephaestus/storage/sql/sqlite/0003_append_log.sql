@@ -32,8 +32,8 @@ CREATE TABLE workflow_runs (
     PRIMARY KEY (id, run)
 );
 
--- Indexes for the queries people run: a status or workflow page is one index range in
--- id order (keyset pagination), and the due-timer query reads due rows in order
+-- Indexes for the queries people run: a status, workflow or workflow+status page is one
+-- index range in id order (keyset pagination), and the due-timer query reads due rows in order
 -- instead of sorting every due row.
 DROP INDEX IF EXISTS workflow_instances_status;
 CREATE INDEX workflow_instances_status ON workflow_instances (status, id);
@@ -41,6 +41,7 @@ CREATE INDEX workflow_instances_status ON workflow_instances (status, id);
 DROP INDEX IF EXISTS workflow_instances_workflow_status;
 CREATE INDEX workflow_instances_workflow_status
     ON workflow_instances (workflow, status, id);
+CREATE INDEX workflow_instances_workflow ON workflow_instances (workflow, id);
 
 DROP INDEX IF EXISTS workflow_instances_next_timer_at;
 CREATE INDEX workflow_instances_next_timer_at
