@@ -25,8 +25,9 @@ SUMMARY = "µs per step of a 20-step no-op workflow on MemoryStorage"
 BASELINE = "the same 20 no-op coroutines awaited by plain asyncio tasks"
 
 STEPS = 20
-#: The engine's cost per step we aim for, on top of the step itself.
-TARGET_OVERHEAD_US = 15.0
+#: A step through the engine may cost at most this many times a plain asyncio await of
+#: the same coroutine, measured in the same run (machines differ; the ratio travels).
+TARGET_RATIO = 30.0
 
 
 async def _noop() -> str:
@@ -92,6 +93,7 @@ def run(bench: Bench) -> list[Row]:
             ours=ours_us,
             baseline=plain_us,
             baseline_label="plain asyncio",
+            target=Target("<=", TARGET_RATIO, on="ratio"),
             details=details,
         ),
         Row(
@@ -101,6 +103,5 @@ def run(bench: Bench) -> list[Row]:
             ours=ours_us - plain_us,
             baseline=plain_us,
             baseline_label="plain asyncio",
-            target=Target("<=", TARGET_OVERHEAD_US),
         ),
     ]
