@@ -567,3 +567,20 @@ async def test_workflows_lists_each_stored_workflow_name_once(storage: Storage) 
     await storage.put(make("order::c", workflow="billing.Invoice"), None)
 
     assert await storage.workflows() == ["billing.Invoice", "shop.Checkout"]
+
+
+async def test_a_writer_that_never_read_the_instance_extends_a_long_history(
+    storage: Storage, reopen: Any
+) -> None:
+    instance = make()
+    await storage.put(instance, None)
+    for n in range(20):  # longer than a whole rewrite is allowed to be
+        before = instance
+        instance = completed(instance, f"step_{n}", {"n": n})
+        await storage.put(instance, before.revision)
+
+    async with reopen() as other:  # knows nothing of it: works out what the stored one lacks
+        longer = completed(instance, "last", {"n": 20})
+        await other.put(longer, instance.revision)
+        assert await other.get(instance.id) == longer
+    assert await storage.get(instance.id) == longer

@@ -92,8 +92,10 @@ class RowWrite:
     overrides: Overrides
 
 
-def full(instance: Instance) -> RowWrite:
-    """Every row of `instance`: for a create, or an update with no known previous state."""
+def full(instance: Instance, start: int | None = None) -> RowWrite:
+    """The rows of `instance`: all of them for a create; for an update whose previous state
+    is not known but whose stored history has `start` entries, the input and the entries
+    from `start` on (a history only grows within a run: the first `start` are stored)."""
     history = instance.execution_history
     derived = _derive_steps(history)
     steps = instance.context.steps
@@ -110,8 +112,9 @@ def full(instance: Instance) -> RowWrite:
         None if completed == {entry.step for entry in history} else completed,
     )
     entries = [(INITIAL_SEQ, _dumps(instance.context.initial))]
-    entries.extend((seq, _dumps(entry.to_dict())) for seq, entry in enumerate(history))
-    return RowWrite(_head(instance, overrides), len(history), entries, None, overrides)
+    first = start or 0
+    entries.extend((seq, _dumps(history[seq].to_dict())) for seq in range(first, len(history)))
+    return RowWrite(_head(instance, overrides), len(history), entries, start, overrides)
 
 
 def delta(previous: Known, instance: Instance) -> RowWrite:
@@ -305,13 +308,18 @@ class KnownStates:
         self.limit = limit
         self._states: dict[str, Known] = {}
 
-    def remember(self, known: Known) -> None:
-        """Keep `known`, just read or written, as the stored state of its instance."""
+    def remember(self, known: Known, *, written: bool = False) -> None:
+        """Keep `known`, just read or `written`, as the stored state of its instance.
+
+        A written instance that now waits is not kept: its runner lets go of it (a
+        resume reads it again), and a runner may park a great many.
+        """
         stored(known.instance)
         instance_id = known.instance.id
         states = self._states
         states.pop(instance_id, None)
-        if known.instance.status.is_final:
+        status = known.instance.status
+        if status.is_final or (written and status is Status.WAITING):
             return
         states[instance_id] = known
         if len(states) > self.limit:

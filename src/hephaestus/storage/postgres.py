@@ -119,6 +119,10 @@ _LOCK_CLASS = 0x48455048
 # Serialization failure and deadlock: nothing was written, the batch is sent again.
 _TRANSIENT = ("40001", "40P01")
 _ATTEMPTS = 3
+# An update of a state this process does not know rewrites the whole log of an instance
+# with at most this many history entries; a longer one is first looked up, so that only
+# the entries it lacks are sent (one more round trip, rare: readers and writers know).
+_REWRITE_AT_MOST = 16
 # PostgreSQL's jsonb cannot hold a NUL character (\u0000).
 _UNTRANSLATABLE_CHARACTER = "22P05"
 
@@ -271,13 +275,19 @@ class PostgresStorage(AsyncContext):
     ) -> None:
         self._check_open()
         write = self._prepare(instance, expected_revision, owner)
+        if (
+            write.params["run"] is None
+            and expected_revision is not None
+            and len(instance.execution_history) > _REWRITE_AT_MOST
+        ):
+            write = await self._extending(write)
         try:
             await self._commits.submit(write)
         except BaseException:
             self._known.forget(instance.id)
             raise
         if write.written is not None:
-            self._known.remember(write.written)
+            self._known.remember(write.written, written=True)
 
     async def workflows(self) -> list[str]:
         return [str(row[0]) for row in await self._fetch(self._q["workflows"], {})]
@@ -289,11 +299,27 @@ class PostgresStorage(AsyncContext):
         return [known.instance for known in decode_rows(_rows(rows))[0]]
 
     def _prepare(
-        self, instance: Instance, expected_revision: int | None, owner: str | None
+        self,
+        instance: Instance,
+        expected_revision: int | None,
+        owner: str | None,
+        known: tuple[RowWrite, int | None] | None = None,
     ) -> _Write:
-        rows, run = self._known.write_for(instance, expected_revision)
+        rows, run = known or self._known.write_for(instance, expected_revision)
         params = _write_params(instance, expected_revision, owner, rows, run, self.keep_runs)
         return _Write(instance, expected_revision, owner, params, rows)
+
+    async def _extending(self, write: _Write) -> _Write:
+        """An update of a state this process does not know: look up how long the stored
+        history is, and write only the entries it lacks (the statement checks it still is)."""
+        rows = await self._fetch(self._q["log_position"], {"id": write.instance.id})
+        if not rows:
+            return write  # the statement reports the missing instance
+        run, length = rows[0]
+        if length > len(write.instance.execution_history):
+            return write  # not an extension: every row is written again
+        extended = (full(write.instance, length), int(run))
+        return self._prepare(write.instance, write.expected_revision, write.owner, extended)
 
     @property
     def pool(self) -> AsyncConnectionPool[_Connection]:
@@ -789,7 +815,7 @@ class PostgresTransaction:
             self.storage._known.forget(instance.id)
             raise refusal
         if write.written is not None:
-            self.storage._known.remember(write.written)
+            self.storage._known.remember(write.written, written=True)
         self.writes += 1
 
     async def record_step_result(

@@ -216,7 +216,7 @@ class SQLiteStorage(AsyncContext):
             self._known.forget(instance.id)
             raise
         if write.written is not None:
-            self._known.remember(write.written)
+            self._known.remember(write.written, written=True)
 
     async def delete(self, instance_id: str) -> None:
         self._known.forget(instance_id)
@@ -501,8 +501,9 @@ class SQLiteStorage(AsyncContext):
     ) -> tuple[int, RowWrite]:
         """Write the log rows of `write` (archiving the run a create replaces): its run and rows.
 
-        An update whose delta was computed from another state than the stored one
-        (not known to this process, or changed by another) writes every row instead.
+        An update whose delta was computed from another state than the stored one (not
+        known to this process, or changed by another) writes the entries the stored
+        history lacks, from its stored length (of that run; all of them if it is longer).
         """
         instance_id = write.instance.id
         rows = write.rows
@@ -515,9 +516,10 @@ class SQLiteStorage(AsyncContext):
                 conn.execute(_Q["prune_runs"], (instance_id, gone))
                 conn.execute(_Q["prune_log"], (instance_id, gone))
         else:
-            run = int(stored[3])
-            if rows.base_length is None or rows.base_length != stored[4] or write.run != run:
-                rows = full(write.instance)
+            run, length = int(stored[3]), int(stored[4])
+            if rows.base_length != length or write.run not in (None, run):
+                grown = length <= len(write.instance.execution_history)
+                rows = full(write.instance, length if grown else None)
                 conn.execute(_Q["truncate_log"], (instance_id, run, rows.history_length))
         conn.executemany(
             _Q["append_log"], [(instance_id, run, seq, entry) for seq, entry in rows.entries]

@@ -13,6 +13,9 @@ LEFT JOIN LATERAL (
 ) AS log ON true
 WHERE h.id = %(id)s;
 
+-- name: log_position
+SELECT run, history_length FROM {schema}.workflow_instances WHERE id = %(id)s;
+
 -- name: get_version
 SELECT status, revision, owner FROM {schema}.workflow_instances WHERE id = %(id)s;
 
