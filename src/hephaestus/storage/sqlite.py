@@ -472,7 +472,11 @@ class SQLiteStorage(AsyncContext):
                     write.instance, write.owner, write.expected_revision, stored_owner
                 )
                 run, rows = self._write_log(conn, write, stored)
-                if stored is None or write.expected_revision is None:
+                if (
+                    stored is None
+                    or write.expected_revision is None
+                    or tuple(stored[5:8]) != (write.row[1], write.row[2], write.row[6])
+                ):
                     conn.execute(
                         _Q["upsert"], (*write.row[:8], rows.head, *write.row[9:], run, owner)
                     )

@@ -11,7 +11,8 @@ WHERE instance_id = ? AND run = ? AND seq < ?
 ORDER BY seq;
 
 -- name: get_version
-SELECT status, revision, owner, run, history_length FROM workflow_instances WHERE id = ?;
+SELECT status, revision, owner, run, history_length, workflow, workflow_version, created_at
+FROM workflow_instances WHERE id = ?;
 
 -- name: append_log
 INSERT OR REPLACE INTO workflow_log (instance_id, run, seq, entry) VALUES (?, ?, ?, ?);
@@ -66,8 +67,9 @@ ON CONFLICT (id) DO UPDATE SET
     document = excluded.document;
 
 -- name: update_head
--- An update sets only what an update can change: the indexes on the columns it leaves
--- alone (workflow, version, run) are not touched.
+-- An update sets only what an engine's update changes: the indexes on the columns it
+-- leaves alone (workflow, version) are not touched. A write that changes those takes
+-- `upsert`.
 UPDATE workflow_instances SET
     status = :status,
     revision = :revision,
