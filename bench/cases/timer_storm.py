@@ -173,6 +173,8 @@ def run(bench: Bench) -> list[Row]:
                 f"{backend}: lateness p99, {instances} due at once",
                 unit="s",
                 ours=percentile(lateness, 99),
+                baseline=instances / floor,
+                baseline_label="the floor's time for all N rows",
                 backend=backend,
                 details={"p50": percentile(lateness, 50), "max": max(lateness)},
             )

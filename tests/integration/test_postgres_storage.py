@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from hephaestus import Context, Done, Ok, Step, Unique, Workflow
 from hephaestus.core.engine import new_instance
-from hephaestus.core.instance import Instance, Status, Timer
+from hephaestus.core.instance import ExecutionEntry, Instance, Status, Timer
 from hephaestus.errors import (
     AlreadyRunningError,
     ConcurrencyError,
@@ -467,3 +467,34 @@ async def test_heads_are_indexed_and_inputs_are_found_by_containment(postgres_ur
         plan = "\n".join(line for (line,) in await cursor.fetchall())
         await conn.execute("DROP INDEX workflow_log_inputs")
     assert "workflow_log_inputs" in plan
+
+
+async def test_a_locking_read_that_waited_for_a_writer_sees_its_whole_write(
+    postgres_url: str,
+) -> None:
+    # Under READ COMMITTED a row lock that waited returns the row as the writer committed
+    # it; the history read with it must be of that moment too, not of the statement's
+    # older snapshot (a head counting an entry whose log row it cannot see).
+    async with PostgresStorage(postgres_url) as writer, PostgresStorage(postgres_url) as reader:
+        created = make("order::locked")
+        await writer.put(created, None)
+
+        async def read_locked() -> Instance:
+            async with reader.transaction() as tx:
+                return await tx.get(created.id, for_update=True)
+
+        async with writer.transaction() as tx:
+            before = await tx.get(created.id, for_update=True)
+            entry = ExecutionEntry("receive", "received", NOW, {"ok": True}, targets=("done",))
+            longer = bump(
+                before,
+                context=before.context.with_updates("receive", {"ok": True}),
+                completed_steps=before.completed_steps | {"receive"},
+                execution_history=(*before.execution_history, entry),
+            )
+            await tx.put(longer, before.revision)
+            waiting = asyncio.create_task(read_locked())
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # it waits for the writer's lock
+        assert await waiting == longer
+        assert await reader.quarantined() == []

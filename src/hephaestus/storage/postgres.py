@@ -796,8 +796,9 @@ class PostgresTransaction:
 
     async def get(self, instance_id: str, *, for_update: bool = False) -> Instance:
         """The stored instance; with `for_update`, locked until the transaction ends."""
-        query = self._q["get_instance_for_update" if for_update else "get_instance"]
-        cursor = await self.connection.execute(query, {"id": instance_id})
+        if for_update:
+            await self.connection.execute(self._q["lock_instance"], {"id": instance_id})
+        cursor = await self.connection.execute(self._q["get_instance"], {"id": instance_id})
         row = await cursor.fetchone()
         if row is None:
             raise not_found(instance_id)

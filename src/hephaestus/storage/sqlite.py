@@ -521,7 +521,7 @@ class SQLiteStorage(AsyncContext):
                 conn.execute(_Q["prune_log"], (instance_id, gone))
         else:
             run, length = int(stored[3]), int(stored[4])
-            if rows.base_length != length or write.run not in (None, run):
+            if rows.base_length != length:  # (a write of another run was refused before)
                 grown = length <= len(write.instance.execution_history)
                 rows = full(write.instance, length if grown else None)
                 conn.execute(_Q["truncate_log"], (instance_id, run, rows.history_length))
@@ -534,19 +534,36 @@ class SQLiteStorage(AsyncContext):
         self, instance_id: str
     ) -> tuple[str, list[tuple[int, str]], int, str | None] | None:
         """The head document, log rows and problem of an instance; `None` if there is none."""
+
+        def read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            head = conn.execute(_Q["get_head"], (instance_id,)).fetchone()
+            if head is None:
+                return None
+            _, document, run, length, problem = head
+            if problem is not None:
+                return document, [], run, problem
+            return document, self._log(conn, instance_id, run, length), run, None
+
+        return self._snapshot(read)
+
+    def _snapshot(self, read: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `read` in one read transaction: a head and its log rows as of one moment,
+        whatever other processes commit meanwhile (WAL gives each reader a snapshot)."""
         conn = self._connection()
-        head = self._guarded(conn.execute, _Q["get_head"], (instance_id,)).fetchone()
-        if head is None:
-            return None
-        _, document, run, length, problem = head
-        if problem is not None:
-            return document, [], run, problem
-        return document, self._log(conn, instance_id, run, length), run, None
+        try:
+            conn.execute("BEGIN")
+            try:
+                return read(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise StorageError(f"SQLite database {self.path}: {exc}") from exc
 
     def _log(
         self, conn: sqlite3.Connection, instance_id: str, run: int, length: int
     ) -> list[tuple[int, str]]:
-        cursor = self._guarded(conn.execute, _Q["get_log"], (instance_id, run, length))
+        cursor = conn.execute(_Q["get_log"], (instance_id, run, length))
         return [(int(seq), entry) for seq, entry in cursor.fetchall()]
 
     def _with_logs(self, heads: list[tuple[Any, ...]]) -> list[_Row]:
@@ -557,13 +574,13 @@ class SQLiteStorage(AsyncContext):
             for row_id, document, run, length in heads
         ]
 
-    def _fetch_instances(self, sql: str, params: tuple[Any, ...]) -> list[_Row]:
-        return self._with_logs(self._fetch_rows(sql, params))
+    def _fetch_instances(self, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> list[_Row]:
+        return self._snapshot(
+            lambda conn: self._with_logs([tuple(row) for row in conn.execute(sql, params)])
+        )
 
     def _read_runs(self, instance_id: str, limit: int) -> list[_Row]:
-        conn = self._connection()
-        heads = self._guarded(conn.execute, _Q["list_runs"], (instance_id, limit)).fetchall()
-        return self._with_logs([tuple(head) for head in heads])
+        return self._fetch_instances(_Q["list_runs"], (instance_id, limit))
 
     def _write(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
         """Run `statements` in one transaction; how many rows the last one changed."""
@@ -576,18 +593,18 @@ class SQLiteStorage(AsyncContext):
 
         return self._transaction(run)
 
-    def _claim_one(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _claim_one(self, params: dict[str, Any]) -> list[_Row]:
         """An instance owned already is only read: no write, so no sync of the disk."""
-        owned = self._guarded(self._connection().execute, _Q["owned_head"], params)
-        rows = [tuple(row) for row in owned.fetchall()]
-        return self._with_logs(rows) if rows else self._claim(_Q["claim_one"], params)
+        rows = self._fetch_instances(_Q["owned_head"], params)
+        return rows or self._claim(_Q["claim_one"], params)
 
     def _claim_ids(self, runner_id: str, instance_ids: list[str]) -> list[_Row]:
         """Those of `instance_ids` the runner owns (read), then the unowned ones (claimed)."""
         marks = ", ".join("?" * len(instance_ids))
-        owned = self._fetch_rows(_Q["owned_heads"].format(ids=marks), (runner_id, *instance_ids))
-        rest = [i for i in instance_ids if i not in {row[0] for row in owned}]
-        taken = self._with_logs(owned)
+        taken = self._fetch_instances(
+            _Q["owned_heads"].format(ids=marks), (runner_id, *instance_ids)
+        )
+        rest = [i for i in instance_ids if i not in {row[0] for row in taken}]
         if rest:
             sql = _Q["claim_ids"].format(ids=", ".join("?" * len(rest)))
             taken += self._transaction(

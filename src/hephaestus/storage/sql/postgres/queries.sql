@@ -195,16 +195,19 @@ WITH claimed AS (
         AND owner IS NULL
         AND problem IS NULL
         AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-    RETURNING id, document, run, history_length
+    RETURNING id
 ), taken AS (
-    SELECT id, document, run, history_length FROM claimed
+    SELECT id FROM claimed
     UNION ALL
-    SELECT id, document, run, history_length FROM {schema}.workflow_instances
+    SELECT id FROM {schema}.workflow_instances
     WHERE id = %(id)s AND owner = %(runner)s AND problem IS NULL
         AND status IN ('pending', 'running', 'waiting')
 )
+-- The head as of the statement's snapshot, as its log is (a head the UPDATE found
+-- changed by a writer that committed meanwhile is newer than the snapshot's log);
+-- a runner that writes on a stale head is refused and reads again.
 SELECT h.id, h.document::text, log.seqs, log.entries, h.run
-FROM taken AS h
+FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
 LEFT JOIN LATERAL (
     -- The log of the head's run as far as the head counts it (a row past it was never
     -- committed with its head, and is overwritten by the next write).
@@ -226,16 +229,16 @@ WITH claimed AS (
         FOR UPDATE SKIP LOCKED
     ) AND owner IS NULL
         AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-    RETURNING id, document, run, history_length
+    RETURNING id
 ), taken AS (
-    SELECT id, document, run, history_length FROM claimed
+    SELECT id FROM claimed
     UNION ALL
-    SELECT id, document, run, history_length FROM {schema}.workflow_instances
+    SELECT id FROM {schema}.workflow_instances
     WHERE id = ANY(%(ids)s::text[]) AND owner = %(runner)s AND problem IS NULL
         AND status IN ('pending', 'running', 'waiting')
 )
 SELECT h.id, h.document::text, log.seqs, log.entries, h.run
-FROM taken AS h
+FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
 LEFT JOIN LATERAL (
     -- The log of the head's run as far as the head counts it (a row past it was never
     -- committed with its head, and is overwritten by the next write).
@@ -256,10 +259,10 @@ WITH claimed AS (
         FOR UPDATE SKIP LOCKED
     ) AND owner IS NULL
         AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-    RETURNING id, document, run, history_length
+    RETURNING id
 )
 SELECT h.id, h.document::text, log.seqs, log.entries, h.run
-FROM claimed AS h
+FROM claimed JOIN {schema}.workflow_instances AS h ON h.id = claimed.id
 LEFT JOIN LATERAL (
     -- The log of the head's run as far as the head counts it (a row past it was never
     -- committed with its head, and is overwritten by the next write).
@@ -363,18 +366,10 @@ SHOW synchronous_commit;
 -- name: commit_synchronously
 SET synchronous_commit TO on;
 
--- name: get_instance_for_update
-SELECT h.id, h.document::text, log.seqs, log.entries, h.run, h.problem
-FROM {schema}.workflow_instances AS h
-LEFT JOIN LATERAL (
-    -- The log of the head's run as far as the head counts it (a row past it was never
-    -- committed with its head, and is overwritten by the next write).
-    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
-    FROM {schema}.workflow_log AS l
-    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
-) AS log ON true
-WHERE h.id = %(id)s
-FOR UPDATE OF h;
+-- name: lock_instance
+-- Taken first, on its own: a read in the same statement would see the log as of a
+-- snapshot older than the head the lock returns once a writer it waited for commits.
+SELECT id FROM {schema}.workflow_instances WHERE id = %(id)s FOR UPDATE;
 
 -- name: record_step_result
 INSERT INTO {schema}.hephaestus_step_results (instance_id, step, attempt, outcome, duration)
