@@ -142,14 +142,18 @@ def assemble(head: str | bytes, log: Iterable[tuple[int, str | bytes]], run: int
     rows that are not what `full` and `delta` write; the adapters quarantine them.
     """
     data = json.loads(head)
-    rows = dict(log)
+    rows = {seq: entry if isinstance(entry, str) else entry.decode() for seq, entry in log}
     length = data["history_length"]
     if INITIAL_SEQ not in rows:
         raise ValueError("its log has no row for the run's input")
     missing = [seq for seq in range(length) if seq not in rows]
     if missing:
         raise ValueError(f"its log lacks history entries {missing[:5]}")
-    history = tuple(ExecutionEntry.from_dict(json.loads(rows[seq])) for seq in range(length))
+    # One parse for every entry: a JSON array of the rows as they are stored.
+    entries = json.loads(f"[{','.join([rows[seq] for seq in range(length)])}]")
+    if len(entries) != length:
+        raise ValueError("its log rows are not one JSON value each")
+    history = tuple(map(ExecutionEntry.from_dict, entries))
     overrides = Overrides(
         data.get("steps_set", {}),
         frozenset(data.get("steps_unset", ())),
