@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,19 @@ class MigFlow(Workflow):
         (MigApprove, "timeout"): MigFinish,
         (MigFinish, "ok"): Done,
     }
+
+
+def hephaestus_db_migrate(url: str) -> str:
+    """Run `hephaestus db migrate --storage URL` as a user would; what it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hephaestus.cli", "db", "migrate", "--storage", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 async def old_instances() -> list[Instance]:
@@ -127,6 +142,8 @@ async def test_a_sqlite_file_of_the_previous_schema_is_migrated(tmp_path: Path) 
         )
     conn.close()
 
+    migrated = hephaestus_db_migrate(f"sqlite:///{path}")
+    assert "0003_append_log" in migrated, migrated
     await check_migrated(SQLiteStorage(path), originals)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite.SCHEMA_VERSION
@@ -183,7 +200,8 @@ async def test_a_postgres_schema_of_the_previous_version_is_migrated(postgres_ur
             ).format(table)
         )
 
-    applied = await postgres.migrate(postgres_url, schema=schema)
-    assert applied[0].startswith("0004_")
+    url = f"{postgres_url}{'&' if '?' in postgres_url else '?'}schema={schema}"
+    migrated = hephaestus_db_migrate(url)
+    assert "0004_append_log" in migrated, migrated
     await check_migrated(postgres.PostgresStorage(postgres_url, schema=schema), originals)
     await resume_on_new_layout(postgres.PostgresStorage(postgres_url, schema=schema))
