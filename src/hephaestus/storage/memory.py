@@ -8,6 +8,9 @@ survives the process.
 `open()` and `close()` change nothing: the data lives as long as the object.
 Handing one `MemoryStorage` to a second app after the first one closed is how
 tests simulate a restart.
+
+Earlier runs: starting an id again after its instance finished keeps the
+finished instance as an earlier run (`runs(id)`), up to `keep_runs` per id.
 """
 
 from __future__ import annotations
@@ -35,8 +38,13 @@ __all__ = ["MemoryStorage"]
 class MemoryStorage(AsyncContext):
     """Storage in a dict. Every method completes without yielding, so each call is atomic."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_runs: int = 20) -> None:
+        if isinstance(keep_runs, bool) or not isinstance(keep_runs, int) or keep_runs < 0:
+            raise ValueError(f"keep_runs must be an int >= 0, got {keep_runs!r}")
+        #: How many earlier finished runs of one id `runs` keeps (the oldest go first).
+        self.keep_runs = keep_runs
         self._instances: dict[str, Instance] = {}
+        self._runs: dict[str, list[Instance]] = {}
         # Epoch of the earliest timer of each active instance that has one.
         self._timers: dict[str, float] = {}
         self._owners: dict[str, str] = {}
@@ -72,6 +80,11 @@ class MemoryStorage(AsyncContext):
             owner=owner,
             stored_owner=stored_owner,
         )
+        if expected_revision is None and stored is not None and self.keep_runs:
+            # A new run replaces a finished one: keep the finished one as an earlier run.
+            earlier = self._runs.setdefault(instance.id, [])
+            earlier.insert(0, stored)
+            del earlier[self.keep_runs :]
         self._instances[instance.id] = instance
         new_owner = written_owner(instance, owner, expected_revision, stored_owner)
         if new_owner is None:
@@ -93,6 +106,7 @@ class MemoryStorage(AsyncContext):
             raise not_found(instance_id)
         self._timers.pop(instance_id, None)
         self._owners.pop(instance_id, None)
+        self._runs.pop(instance_id, None)
         self.stats.transactions += 1
         self.stats.writes += 1
 
@@ -101,7 +115,9 @@ class MemoryStorage(AsyncContext):
             found = self._instances.get(query.id)
             candidates = [] if found is None else [found]
         else:
-            candidates = sorted(self._instances.values(), key=_by_id)
+            candidates = sorted(
+                self._instances.values(), key=query.sort_key, reverse=query.order == "updated"
+            )
         matching = [instance for instance in candidates if query.matches(instance)]
         return matching if query.limit is None else matching[: query.limit]
 
@@ -199,6 +215,18 @@ class MemoryStorage(AsyncContext):
 
     async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
         return []  # it holds instance values, never rows that could be corrupt
+
+    # -- operators --------------------------------------------------------------------------
+
+    async def runs(self, instance_id: str, limit: int = 20) -> list[Instance]:
+        return self._runs.get(instance_id, [])[: max(limit, 0)]
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        counted: dict[tuple[str, str], int] = {}
+        for instance in self._instances.values():
+            key = (instance.workflow, instance.status.value)
+            counted[key] = counted.get(key, 0) + 1
+        return counted
 
     def _release(self, runner_id: str) -> None:
         for instance_id in [key for key, owner in self._owners.items() if owner == runner_id]:

@@ -258,3 +258,8 @@ CREATE INDEX IF NOT EXISTS hephaestus_procrastinate_jobs_lock
 
 -- name: forget_step_results
 DELETE FROM {schema}.hephaestus_step_results WHERE instance_id = %(instance_id)s;
+
+-- name: count_by_workflow_status
+SELECT workflow, status, count(*) FROM {schema}.workflow_instances
+WHERE problem IS NULL
+GROUP BY workflow, status;

@@ -114,3 +114,8 @@ WHERE owner IS NOT NULL AND owner NOT IN (SELECT id FROM hephaestus_runners);
 
 -- name: next_timer_at
 SELECT min(next_timer_at) FROM workflow_instances WHERE next_timer_at IS NOT NULL;
+
+-- name: count_by_workflow_status
+SELECT workflow, status, count(*) FROM workflow_instances
+WHERE problem IS NULL
+GROUP BY workflow, status;
