@@ -569,3 +569,62 @@ def test_a_postgresql_url_without_the_postgres_extra_says_what_to_install(demo_d
             result, "StorageError", "pip install 'hephaestus-workflows[postgres]'"
         )
         assert "s3cret" not in result.stderr
+
+
+# --- retry and runs -------------------------------------------------------------------------
+
+
+def test_retry_runs_a_failed_instance_again_and_a_runner_completes_it(tmp_path: Path) -> None:
+    from cli_fixtures.flows import PrintFlow
+
+    db = tmp_path / "print.db"
+    paper = tmp_path / "paper"
+
+    async def fail_once() -> None:
+        runner = LocalRunner()
+        async with Hephaestus(storage=SQLiteStorage(db), runner=runner) as app:
+            await app.start_instance(PrintFlow, {"paper": str(paper)}, id="print::p1")
+            await runner.wait_idle(timeout=10)
+
+    asyncio.run(fail_once())
+    assert read_all(db)["print::p1"].status is Status.FAILED
+    url = f"sqlite:///{db}"
+
+    waiting = hephaestus("instances", "retry", "doc::none", "--storage", url, cwd=PROJECT)
+    assert_one_line_error(waiting, "no instance doc::none")
+
+    paper.touch()
+    with runner_process(url):
+        retried = hephaestus(
+            "instances",
+            "retry",
+            "print::p1",
+            "--wait",
+            "20",
+            "--storage",
+            url,
+            *IMPORT,
+            cwd=PROJECT,
+        )
+        assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith("Retrying print::p1 from print_pages")
+    assert "print::p1 is now completed" in retried.stdout
+    stored = read_all(db)["print::p1"]
+    assert stored.status is Status.COMPLETED
+    assert [(e.step, e.event) for e in stored.execution_history] == [
+        ("print_pages", "hephaestus:retry"),
+        ("print_pages", "printed"),
+        ("done", "done"),
+    ]
+
+    again = hephaestus("instances", "retry", "print::p1", "--storage", url, *IMPORT, cwd=PROJECT)
+    assert_one_line_error(again, "InstanceNotFailedError", "print::p1 is completed, not failed")
+
+    runs = hephaestus("instances", "show", "print::p1", "--runs", "--storage", url, cwd=PROJECT)
+    assert runs.returncode == 0, runs.stderr
+    (row,) = [line for line in runs.stdout.splitlines() if line.strip().startswith("current")]
+    assert "completed" in row
+    as_json = hephaestus(
+        "instances", "show", "print::p1", "--runs", "--json", "--storage", url, cwd=PROJECT
+    )
+    assert [run["status"] for run in json.loads(as_json.stdout)] == ["completed"]

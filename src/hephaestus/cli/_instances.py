@@ -1,6 +1,6 @@
-"""`hephaestus instances list|show|start|resume|cancel`: inspect and steer stored instances.
+"""`hephaestus instances list|show|start|resume|cancel|retry`: inspect and steer stored instances.
 
-`list` and `show` only read the storage. `start`, `resume` and `cancel` are
+`list` and `show` only read the storage. `start`, `resume`, `cancel` and `retry` are
 clients: they write through a `Hephaestus` app in client mode (`runner=None`),
 which validates against the stored instance with the engine and writes, and
 never runs a step. The runners on the storage (`hephaestus worker`, or an
@@ -38,6 +38,7 @@ from hephaestus.cli._output import (
     instances_table,
     make_console,
     progress,
+    runs_table,
     status_text,
 )
 from hephaestus.cli._storage_url import DEFAULT_URL, ENV_VAR, redact, storage_from_url
@@ -221,14 +222,32 @@ async def _list(
 @instances.command("show", short_help="Show one instance, its history and its graph.")
 @click.argument("instance_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored instance as JSON.")
+@click.option(
+    "--runs",
+    "show_runs",
+    is_flag=True,
+    help="List the runs of this id instead: the current one, then the earlier finished ones.",
+)
 @_common_options
 def show_instance(
-    instance_id: str, as_json: bool, storage_url: str, imports: tuple[str, ...]
+    instance_id: str, as_json: bool, show_runs: bool, storage_url: str, imports: tuple[str, ...]
 ) -> None:
-    """Show one instance: status, error, context, history, pending steps and timers, graph."""
+    """Show one instance: status, error, context, history, pending steps and timers, graph.
+
+    With --runs, list the runs of the id (newest first): starting an id again
+    after its instance finished starts a new run, and storages that keep
+    earlier runs list them here.
+    """
     validate_id(instance_id)
     import_modules(imports)
     storage = storage_from_url(storage_url, must_exist=True)
+    if show_runs:
+        runs = _run(storage, lambda: _runs(storage, instance_id, storage_url))
+        if as_json:
+            click.echo(json.dumps([run.to_dict() for run in runs], indent=2, ensure_ascii=False))
+        else:
+            make_console().print(runs_table(runs))
+        return
     instance = _run(storage, lambda: _get(storage, instance_id, storage_url))
     if as_json:
         click.echo(json.dumps(instance.to_dict(), indent=2, ensure_ascii=False))
@@ -376,6 +395,44 @@ def cancel_instance(
     console.print(message, soft_wrap=True)
     if after.status is not Status.CANCELLED:
         _settle_and_report(console, storage_url, instance_id, wait)
+
+
+@instances.command("retry", short_help="Run a failed instance again from its failed steps.")
+@click.argument("instance_id", metavar="ID")
+@_wait_option
+@_common_options
+def retry_instance(
+    instance_id: str, wait: float, storage_url: str, imports: tuple[str, ...]
+) -> None:
+    """Run a failed instance again from the step(s) that failed.
+
+    It goes back to running with its context and history kept; those steps
+    start again at attempt 1, and the retry is an entry of its history. A
+    runner on the storage runs them; this command never runs a step itself.
+    """
+    validate_id(instance_id)
+    import_modules(imports)
+    checked = storage_from_url(storage_url, must_exist=True)
+    stored = _run(checked, lambda: _get(checked, instance_id, storage_url))
+    engine.check_failed(stored)  # a wrong status needs no import to refuse
+    instance_definition(stored)  # one line naming --import when its workflow is unknown
+
+    async def retry(app: Hephaestus) -> Instance:
+        await app.retry(instance_id)
+        return await app.get(instance_id)
+
+    after = _client(storage_url, retry)
+    console = make_console()
+    line = Text("Retrying ", style="bold")
+    line.append(instance_id, style="cyan")
+    line.append(f" from {', '.join(sorted(after.active_steps))}")
+    console.print(line, soft_wrap=True)
+    _settle_and_report(console, storage_url, instance_id, wait)
+
+
+async def _runs(storage: Storage, instance_id: str, storage_url: str) -> list[Instance]:
+    current = await _get(storage, instance_id, storage_url)
+    return [current, *await storage.runs(instance_id)]
 
 
 async def _get(storage: Storage, instance_id: str, storage_url: str) -> Instance:

@@ -32,6 +32,7 @@ __all__ = [
     "instances_table",
     "make_console",
     "progress",
+    "runs_table",
     "status_text",
     "timestamp",
 ]
@@ -153,6 +154,28 @@ def instances_table(instances: Sequence[Instance]) -> Table:
             status_text(instance.status),
             _steps_cell(instance),
             timestamp(instance.updated_at),
+        )
+    return table
+
+
+def runs_table(runs: Sequence[Instance]) -> Table:
+    """One row per run of an id, newest first: the current run, then the earlier ones."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    table.add_column("RUN", justify="right", style="dim")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("VERSION", justify="right")
+    table.add_column("STARTED (UTC)", no_wrap=True)
+    table.add_column("UPDATED (UTC)", no_wrap=True)
+    table.add_column("ERROR", overflow="fold")
+    for number, run in enumerate(runs):
+        error = (run.error or "").partition("\n")[0]
+        table.add_row(
+            "current" if number == 0 else f"-{number}",
+            status_text(run.status),
+            str(run.workflow_version),
+            timestamp(run.created_at),
+            timestamp(run.updated_at),
+            Text(error, style="red") if error else Text("-", style="dim"),
         )
     return table
 

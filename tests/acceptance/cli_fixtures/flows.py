@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hephaestus import Context, Done, Instance, Ok, Step, Unique, WaitForEvent, Workflow
@@ -83,3 +84,20 @@ class Review(Workflow):
     unique = Unique(key="review")
     versions = {1: ReviewV1, 2: ReviewV2}
     current = 2
+
+
+class PrintPages(Step):
+    """Fails while the file named by `paper` is missing: load paper, then retry the instance."""
+
+    events = ("printed",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        if not Path(context.initial["paper"]).exists():
+            raise RuntimeError("the printer is out of paper")
+        return Ok("printed", {"pages": 2})
+
+
+class PrintFlow(Workflow):
+    unique = Unique(key="print")
+    start = PrintPages
+    transitions = {(PrintPages, "printed"): Done}
