@@ -578,12 +578,11 @@ def test_retry_runs_a_failed_instance_again_and_a_runner_completes_it(tmp_path: 
     from cli_fixtures.flows import PrintFlow
 
     db = tmp_path / "print.db"
-    paper = tmp_path / "paper"
 
     async def fail_once() -> None:
         runner = LocalRunner()
         async with Hephaestus(storage=SQLiteStorage(db), runner=runner) as app:
-            await app.start_instance(PrintFlow, {"paper": str(paper)}, id="print::p1")
+            await app.start_instance(PrintFlow, {"jammed": True}, id="print::p1")
             await runner.wait_idle(timeout=10)
 
     asyncio.run(fail_once())
@@ -593,7 +592,6 @@ def test_retry_runs_a_failed_instance_again_and_a_runner_completes_it(tmp_path: 
     waiting = hephaestus("instances", "retry", "doc::none", "--storage", url, cwd=PROJECT)
     assert_one_line_error(waiting, "no instance doc::none")
 
-    paper.touch()
     with runner_process(url):
         retried = hephaestus(
             "instances",

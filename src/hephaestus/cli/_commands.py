@@ -20,6 +20,7 @@ from hephaestus.cli._instances import instances
 from hephaestus.cli._loading import CliError, Target, describe_error, load_targets
 from hephaestus.cli._output import make_console, progress
 from hephaestus.cli._runners import runners
+from hephaestus.cli._ui import ui
 from hephaestus.cli._worker import worker
 from hephaestus.core.definition import WorkflowDefinition, resolve_version, workflow_name
 from hephaestus.core.render import FORMATS, render
@@ -57,6 +58,7 @@ cli.add_command(instances)
 cli.add_command(db)
 cli.add_command(worker)
 cli.add_command(runners)
+cli.add_command(ui)
 
 
 # --- validate --------------------------------------------------------------------------------
