@@ -175,6 +175,7 @@ class _Dashboard:
                 "rows": self.fragment("_rows.html", **values),
                 "counts": self.fragment("_counts.html", **values),
                 "ids": [instance.id for instance in values["instances"]],
+                "next": values["next_cursor"],
             }
         )
 
