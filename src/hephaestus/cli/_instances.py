@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -47,7 +48,7 @@ from hephaestus.core.definition import WorkflowDefinition
 from hephaestus.core.instance import Instance, Status
 from hephaestus.core.keys import validate_id
 from hephaestus.errors import InstanceNotFoundError
-from hephaestus.storage.base import Storage
+from hephaestus.storage.base import Query, Storage
 
 __all__ = ["instances"]
 
@@ -131,7 +132,18 @@ def instances() -> None:
     show_default=True,
     help="Show at most this many instances (0: all).",
 )
-@click.option("--after", metavar="ID", help="Start after this id (instances are sorted by id).")
+@click.option(
+    "--after",
+    metavar="ID",
+    help="Start after this instance: list those changed before it (the next page).",
+)
+@click.option(
+    "--updated-since",
+    "updated_since",
+    metavar="TIME",
+    help="Only instances changed at or after TIME: ISO 8601, e.g. 2026-05-01 or "
+    "2026-05-01T08:00 (UTC unless it has an offset).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the instances as JSON.")
 @_common_options
 def list_instances(
@@ -139,12 +151,14 @@ def list_instances(
     workflow: str | None,
     limit: int,
     after: str | None,
+    updated_since: str | None,
     as_json: bool,
     storage_url: str,
     imports: tuple[str, ...],
 ) -> None:
-    """List stored instances in id order, with their status and where they are."""
+    """List stored instances, the last changed first, with their status and where they are."""
     import_modules(imports)
+    since = None if updated_since is None else _since(updated_since)
     storage = storage_from_url(storage_url, must_exist=True)
     console = make_console()
     if "corrupt" in (status.lower() for status in statuses):
@@ -153,7 +167,9 @@ def list_instances(
         _list_quarantined(storage, limit, as_json)
         return
     with progress(make_console(stderr=True), f"Reading instances from {redact(storage_url)}"):
-        found, more = _run(storage, lambda: _list(storage, statuses, workflow, limit, after))
+        found, more = _run(
+            storage, lambda: _list(storage, statuses, workflow, limit, after, since, storage_url)
+        )
     if as_json:
         click.echo(json.dumps([i.to_dict() for i in found], indent=2, ensure_ascii=False))
         return
@@ -168,6 +184,17 @@ def list_instances(
         )
     else:
         console.print(Text(count, style="dim"))
+
+
+def _since(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"--updated-since {text!r} is not a date and time; write ISO 8601, "
+            "e.g. 2026-05-01 or 2026-05-01T08:00:00+02:00"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _list_quarantined(storage: Storage, limit: int, as_json: bool) -> None:
@@ -195,24 +222,33 @@ async def _list(
     workflow: str | None,
     limit: int,
     after: str | None,
+    since: datetime | None,
+    storage_url: str,
 ) -> tuple[list[Instance], bool]:
-    """Up to `limit` matching instances, and whether there are more."""
+    """Up to `limit` matching instances, the last changed first, and whether there are more."""
     status_in = tuple(s.lower() for s in statuses) or None
+    cursor = None
+    if after is not None:
+        validate_id(after)
+        last = await _get(storage, after, storage_url)
+        cursor = (last.updated_at, last.id)
+
+    def query(**filters: Any) -> Query:
+        # The app's filter checks (statuses, workflow names), then the order and the cursor.
+        base = make_query(status_in=status_in, **filters)
+        return replace(base, order="updated", cursor=cursor, updated_since=since)
+
     if workflow is None or "." in workflow:
-        query = make_query(
-            status_in=status_in, workflow=workflow, after=after, limit=limit + 1 if limit else None
-        )
-        found = await storage.query(query)
+        found = await storage.query(query(workflow=workflow, limit=limit + 1 if limit else None))
         return (found[:limit], len(found) > limit) if limit else (found, False)
     # A class name: compare it with the last part of each stored import path.
     matches: list[Instance] = []
-    cursor = after
     while True:
-        page = await storage.query(make_query(status_in=status_in, after=cursor, limit=_PAGE))
+        page = await storage.query(query(limit=_PAGE))
         matches += [i for i in page if i.workflow.rpartition(".")[2] == workflow]
         if (limit and len(matches) > limit) or len(page) < _PAGE:
             break
-        cursor = page[-1].id
+        cursor = (page[-1].updated_at, page[-1].id)
     return (matches[:limit], len(matches) > limit) if limit else (matches, False)
 
 

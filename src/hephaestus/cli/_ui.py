@@ -29,9 +29,9 @@ def log_level_option(function: click.decorators.FC) -> click.decorators.FC:
     return click.option(
         "--log-level",
         type=click.Choice(LOG_LEVELS, case_sensitive=False),
-        default="info",
+        default="warning",
         show_default=True,
-        help="Log messages of this level and above (to stderr).",
+        help="Log messages of this level and above to stderr (info: every start and stop).",
     )(function)
 
 
