@@ -10,6 +10,7 @@ from types import ModuleType
 
 from bench.cases import (
     client_handoff,
+    dashboard_list,
     durable_throughput,
     engine_overhead,
     lease_cost,
@@ -32,5 +33,6 @@ CASES: dict[str, ModuleType] = {
         client_handoff,
         lease_cost,
         parked_scale,
+        dashboard_list,
     )
 }

@@ -26,6 +26,7 @@ CASES = [
     "client-handoff",
     "lease-cost",
     "parked-scale",
+    "dashboard-list",
 ]
 ROW_KEYS = {
     "case",
