@@ -8,7 +8,9 @@ an operator opens: the newest page, one status, one workflow, an id prefix,
 changes since a time, and a page deep in the list (by its keyset cursor).
 Every view is rendered `repeats` times; the figure is the p95 over all of them
 (target < 200 ms). The baseline is the p95 of the storage query behind each
-page alone, so the ratio is what rendering and the status counts add.
+page alone, so the ratio is what rendering (and the cached status counts) add.
+A second row gives the median time of the status counts query itself
+(`Storage.counts()`), which the dashboard reads at most once per two seconds.
 """
 
 from __future__ import annotations
@@ -142,9 +144,12 @@ async def _measure(path: str, count: int, repeats: int) -> dict[str, Any]:
                     began = time.perf_counter()
                     await query_storage.query(query)
                     queries[name].append(time.perf_counter() - began)
-            began = time.perf_counter()
-            await query_storage.counts()
-            counts_seconds = time.perf_counter() - began
+            timings = []
+            for _ in range(max(repeats // 3, 3)):
+                began = time.perf_counter()
+                await query_storage.counts()
+                timings.append(time.perf_counter() - began)
+            counts_seconds = percentile(timings, 50)
         finally:
             await query_storage.close()
     return {
@@ -181,5 +186,15 @@ def run(bench: Bench) -> list[Row]:
                 "status_counts_ms": round(result["counts_seconds"] * 1000, 2),
                 "write_seconds": round(result["write_seconds"], 2),
             },
-        )
+        ),
+        Row(
+            NAME,
+            f"status counts query, {count:,} instances",
+            unit="ms",
+            ours=result["counts_seconds"] * 1000,
+            baseline=percentile(queries, 95) * 1000,
+            baseline_label="the page's storage query alone",
+            backend="sqlite",
+            details={"note": "read at most once per 2 s by the dashboard (cached)"},
+        ),
     ]
