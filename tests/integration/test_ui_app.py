@@ -266,3 +266,21 @@ async def test_runners_page_lists_stuck_instances(storage: MemoryStorage) -> Non
         live = (await client.get("/api/runners")).json()
         assert live["live"] == 0
         assert "no runner has claimed it" not in live["html"]  # none is running here
+
+
+async def test_a_post_from_another_site_is_refused_and_pages_cannot_be_framed(
+    client: Any, storage: MemoryStorage
+) -> None:
+    before = await storage.get("ui::f1")
+    forged = await client.post(
+        "/instances/ui::f1/retry",
+        headers={"Authorization": f"Bearer {TOKEN}", "Origin": "https://evil.example"},
+    )
+    assert forged.status_code == 403
+    assert await storage.get("ui::f1") == before
+    page = await client.get("/")
+    assert page.headers["x-frame-options"] == "DENY"
+    signed = await client.post(
+        "/login", data={"token": TOKEN, "next": "//evil.example/"}, follow_redirects=False
+    )
+    assert signed.headers["location"] == "/"

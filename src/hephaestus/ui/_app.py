@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -77,8 +79,19 @@ def create_app(
         async with app:
             yield
 
+    async def guard(request: Request, call_next: Any) -> Response:
+        # A POST from another site's page is refused before it reaches an action.
+        if request.method == "POST" and not _same_origin(request):
+            return dashboard._refused(request, "act on", "(another site's request)")
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
     static = resources.files("hephaestus.ui").joinpath("static")
-    return Starlette(
+    web = Starlette(
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
         routes=[
             Route("/", dashboard.instances),
             Route("/api/instances", dashboard.instances_json),
@@ -95,6 +108,17 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+    return web
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a request's `Origin` (when the browser sends one) is this server."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    host = request.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host
 
 
 class _Dashboard:
@@ -340,7 +364,8 @@ class _Dashboard:
         back = form.get("next", "/")
         if self.token is None or not form.get("token") or not self.authorized(request, form):
             return self.render(request, "login.html", status=403, failed=True, next_url=back)
-        response = RedirectResponse(back if back.startswith("/") else "/", status_code=303)
+        local = back.startswith("/") and not back.startswith(("//", "/\\"))
+        response = RedirectResponse(back if local else "/", status_code=303)
         response.set_cookie(
             COOKIE, form["token"], httponly=True, samesite="strict", path="/", max_age=12 * 3600
         )
