@@ -90,7 +90,7 @@ def create_app(
         return response
 
     static = resources.files("hephaestus.ui").joinpath("static")
-    web = Starlette(
+    return Starlette(
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
         routes=[
             Route("/", dashboard.instances),
@@ -108,8 +108,6 @@ def create_app(
         ],
         lifespan=lifespan,
     )
-
-    return web
 
 
 def _same_origin(request: Request) -> bool:
