@@ -176,3 +176,20 @@ async def test_runs_of_an_unknown_id_raises(open_app: Any) -> None:
     app = await open_app(MemoryStorage())
     with pytest.raises(InstanceNotFoundError):
         await app.runs("sync::nobody")
+
+
+async def test_the_sync_client_retries_for_a_runner_to_run(open_app: Any, db_path: Path) -> None:
+    import asyncio
+
+    from hephaestus.sync import SyncClient
+
+    runner = await open_app(db_path, work_poll_interval=0.05)
+    iid = await failed(runner, "s1")
+    RT_BROKEN.clear()
+
+    def from_a_script() -> Instance:
+        with SyncClient(f"sqlite:///{db_path}") as client:
+            client.retry(iid)
+            return client.wait(iid, timeout=20)
+
+    check_retried(await asyncio.to_thread(from_a_script))
