@@ -9,11 +9,11 @@ import pytest
 
 pytest.importorskip("jinja2")
 
-from hephaestus import Async, Context, Ok  # noqa: E402
-from hephaestus.core import engine  # noqa: E402
-from hephaestus.core.instance import Instance  # noqa: E402
-from hephaestus.demo import DemoOrder  # noqa: E402
-from hephaestus.ui._graph import graph_svg, instance_marks  # noqa: E402
+from hephaestus import Async, Context, Ok
+from hephaestus.core import engine
+from hephaestus.core.instance import Instance
+from hephaestus.demo import DemoOrder
+from hephaestus.ui._graph import graph_svg, instance_marks
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
 SVG = "{http://www.w3.org/2000/svg}"
