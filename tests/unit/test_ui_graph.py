@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-pytest.importorskip("jinja2")
+pytest.importorskip("starlette")
 
 from hephaestus import Async, Context, Ok
 from hephaestus.core import engine
