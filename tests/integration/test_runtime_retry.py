@@ -193,3 +193,33 @@ async def test_the_sync_client_retries_for_a_runner_to_run(open_app: Any, db_pat
             return client.wait(iid, timeout=20)
 
     check_retried(await asyncio.to_thread(from_a_script))
+
+
+@pytest.mark.both_runners
+async def test_retry_of_a_running_instance_is_refused_at_once(app: Hephaestus) -> None:
+    import asyncio
+
+    iid = await app.start_business(RtRyGated, "g1", {})
+    await app.wait(iid, status="waiting", timeout=20)
+    async with asyncio.timeout(5):
+        with pytest.raises(InstanceNotFailedError, match="sync::g1 is waiting, not failed"):
+            await app.retry(iid)
+    await app.cancel(iid)
+
+
+class RtRyGate(Step):
+    events = ("opened",)
+    key = "gate"
+
+    def execute(
+        self, instance: Instance, config: Mapping[str, Any] | None, context: Context
+    ) -> Any:
+        from hephaestus import Async
+
+        return Async()
+
+
+class RtRyGated(Workflow):
+    unique = Unique(key="sync")
+    start = RtRyGate
+    transitions = {(RtRyGate, "opened"): Done}
