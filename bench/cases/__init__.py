@@ -10,6 +10,7 @@ from types import ModuleType
 
 from bench.cases import (
     client_handoff,
+    dashboard_list,
     durable_throughput,
     engine_overhead,
     history_growth,
@@ -40,5 +41,6 @@ CASES: dict[str, ModuleType] = {
         parked_scale,
         timer_storm,
         query_scale,
+        dashboard_list,
     )
 }

@@ -16,6 +16,7 @@ the work up (see `hephaestus.runners.client`).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import secrets
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -262,6 +263,32 @@ class Hephaestus:
         """Cancel a running or waiting instance; raises for an unknown or finished one."""
         validate_id(id)
         await self.runner.cancel(id)
+
+    async def retry(self, id: str) -> None:
+        """Run a failed instance again from the step(s) that were running when it failed.
+
+        It goes back to `running` with its context and history kept; those
+        steps start again at attempt 1, and the retry is an entry of the
+        history (event `"hephaestus:retry"`, the error as its data). In client
+        mode a runner sharing the storage picks it up.
+
+        Raises `InstanceNotFoundError`, `InstanceNotFailedError` (not failed),
+        `NothingToRetryError` (no step was running when it failed),
+        `RetryStepMissingError` (its workflow version no longer has the step).
+        """
+        validate_id(id)
+        await self.runner.retry(id)
+
+    async def runs(self, id: str, limit: int = 20) -> builtins.list[Instance]:
+        """The instance and its earlier finished runs under the same id, newest first.
+
+        Starting an id again after its instance finished starts a new run; the
+        storage keeps the earlier ones (see `Storage.runs`). Raises
+        `InstanceNotFoundError` if the id holds no instance.
+        """
+        validate_id(id)
+        current = await self.storage.get(id)
+        return [current, *await self.storage.runs(id, limit)]
 
     async def schedule_resume(
         self, id: str, step: str | type[Step], delay: float, *, event: str | None = None

@@ -38,7 +38,11 @@ anything is written, so nothing is ever half-stored.
     ├── RuntimeNotFoundError               a facade call found no (or several) running apps
     ├── TimerNotFoundError                 a timer handle names no pending timer
     ├── WaitTimeoutError                   `wait` gave up before the instance was final
-    └── InvalidDelayError                  a timer delay is not a finite number of seconds
+    ├── InvalidDelayError                  a timer delay is not a finite number of seconds
+    └── RetryError                         a failed instance cannot be retried
+        ├── InstanceNotFailedError             the instance is not failed
+        ├── NothingToRetryError                no step was running when it failed
+        └── RetryStepMissingError              its workflow no longer has a step to run again
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ __all__ = [
     "DuplicateStepKeyError",
     "EventNotDeclaredError",
     "HephaestusError",
+    "InstanceNotFailedError",
     "InstanceNotFoundError",
     "InstanceNotWaitingError",
     "InvalidBusinessKeyError",
@@ -68,7 +73,10 @@ __all__ = [
     "InvalidVersionsError",
     "LeafNotDoneError",
     "MissingTransitionError",
+    "NothingToRetryError",
     "OwnershipError",
+    "RetryError",
+    "RetryStepMissingError",
     "RuntimeNotFoundError",
     "StorageError",
     "TimerNotFoundError",
@@ -229,3 +237,20 @@ class WaitTimeoutError(HephaestusError, TimeoutError):
 
 class InvalidDelayError(HephaestusError, ValueError):
     """A timer delay must be a finite number of seconds, at least 0 and at most about 100 years."""
+
+
+class RetryError(HephaestusError):
+    """A failed instance cannot be retried: see the subclass and its message for why."""
+
+
+class InstanceNotFailedError(RetryError):
+    """Only a failed instance can be retried; a running or waiting one retries its own steps,
+    and a completed or cancelled one is started again with a new run."""
+
+
+class NothingToRetryError(RetryError):
+    """The instance failed with no step running (an engine check failed); start a new run."""
+
+
+class RetryStepMissingError(RetryError):
+    """The instance's workflow version no longer has the step that failed; start a new run."""

@@ -356,6 +356,10 @@ class SyncClient:
         """Cancel a running or waiting instance (its runner stops the steps that run)."""
         self._call(lambda app: app.cancel(id))
 
+    def retry(self, id: str) -> None:
+        """Run a failed instance again from its failed steps; see `Hephaestus.retry`."""
+        self._call(lambda app: app.retry(id))
+
     def wait(
         self,
         id: str,

@@ -151,3 +151,11 @@ class Workflow(BaseWorkflow, metaclass=WorkflowType):
 
         app = find_app(hephaestus)
         await app.cancel(app.business_id(cls, value))
+
+    @classmethod
+    async def retry(cls, value: str, *, hephaestus: Hephaestus | None = None) -> None:
+        """Run the failed instance for `value` again from its failed steps."""
+        from hephaestus.app import find_app
+
+        app = find_app(hephaestus)
+        await app.retry(app.business_id(cls, value))

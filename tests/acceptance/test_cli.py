@@ -382,7 +382,7 @@ def test_ids_with_colons_capitals_and_at_signs_are_shown_as_they_are(tmp_path: P
     table = hephaestus("instances", "list", "--storage", url, cwd=PROJECT)
     assert table.returncode == 0, table.stderr
     rows = table.stdout.splitlines()[2:5]
-    assert [row.split()[0] for row in rows] == [
+    assert sorted(row.split()[0] for row in rows) == [
         "doc::EXP-42",
         "doc::jane.doe@example.com",
         "doc::urn:x:1",
@@ -466,7 +466,7 @@ def test_instances_and_db_migrate_work_on_postgresql(postgres_url: str) -> None:
         cwd=PROJECT,
         env={"HEPHAESTUS_STORAGE": postgres_url},
     )
-    assert [i["id"] for i in json.loads(listed.stdout)] == ["doc::one", "doc::two"]
+    assert sorted(i["id"] for i in json.loads(listed.stdout)) == ["doc::one", "doc::two"]
 
     with runner_process(postgres_url):
         resumed = hephaestus(
@@ -569,3 +569,129 @@ def test_a_postgresql_url_without_the_postgres_extra_says_what_to_install(demo_d
             result, "StorageError", "pip install 'hephaestus-workflows[postgres]'"
         )
         assert "s3cret" not in result.stderr
+
+
+# --- retry and runs -------------------------------------------------------------------------
+
+
+def test_retry_runs_a_failed_instance_again_and_a_runner_completes_it(tmp_path: Path) -> None:
+    from cli_fixtures.flows import PrintFlow
+
+    db = tmp_path / "print.db"
+
+    async def fail_once() -> None:
+        runner = LocalRunner()
+        async with Hephaestus(storage=SQLiteStorage(db), runner=runner) as app:
+            await app.start_instance(PrintFlow, {"jammed": True}, id="print::p1")
+            await runner.wait_idle(timeout=10)
+
+    asyncio.run(fail_once())
+    assert read_all(db)["print::p1"].status is Status.FAILED
+    url = f"sqlite:///{db}"
+
+    waiting = hephaestus("instances", "retry", "doc::none", "--storage", url, cwd=PROJECT)
+    assert_one_line_error(waiting, "no instance doc::none")
+
+    with runner_process(url):
+        retried = hephaestus(
+            "instances",
+            "retry",
+            "print::p1",
+            "--wait",
+            "20",
+            "--storage",
+            url,
+            *IMPORT,
+            cwd=PROJECT,
+        )
+        assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.startswith("Retrying print::p1 from print_pages")
+    assert "print::p1 is now completed" in retried.stdout
+    stored = read_all(db)["print::p1"]
+    assert stored.status is Status.COMPLETED
+    assert [(e.step, e.event) for e in stored.execution_history] == [
+        ("print_pages", "hephaestus:retry"),
+        ("print_pages", "printed"),
+        ("done", "done"),
+    ]
+
+    again = hephaestus("instances", "retry", "print::p1", "--storage", url, *IMPORT, cwd=PROJECT)
+    assert_one_line_error(again, "InstanceNotFailedError", "print::p1 is completed, not failed")
+
+    runs = hephaestus("instances", "show", "print::p1", "--runs", "--storage", url, cwd=PROJECT)
+    assert runs.returncode == 0, runs.stderr
+    (row,) = [line for line in runs.stdout.splitlines() if line.strip().startswith("current")]
+    assert "completed" in row
+    as_json = hephaestus(
+        "instances", "show", "print::p1", "--runs", "--json", "--storage", url, cwd=PROJECT
+    )
+    assert [run["status"] for run in json.loads(as_json.stdout)] == ["completed"]
+
+
+def test_list_sorts_by_last_change_filters_by_it_and_keeps_every_column(
+    approvals: Path,
+) -> None:
+    url = f"sqlite:///{approvals}"
+    stored = read_all(approvals)
+    newest_first = sorted(stored.values(), key=lambda i: (i.updated_at, i.id), reverse=True)
+    listed = hephaestus("instances", "list", "--json", "--storage", url, cwd=PROJECT)
+    assert [i["id"] for i in json.loads(listed.stdout)] == [i.id for i in newest_first]
+
+    page = hephaestus("instances", "list", "--limit", "1", "--storage", url, cwd=PROJECT)
+    assert f"more after --after {newest_first[0].id}" in page.stdout
+    rest = hephaestus(
+        "instances", "list", "--after", newest_first[0].id, "--json", "--storage", url, cwd=PROJECT
+    )
+    assert [i["id"] for i in json.loads(rest.stdout)] == [i.id for i in newest_first[1:]]
+
+    later = newest_first[0].updated_at.isoformat()
+    since = hephaestus(
+        "instances", "list", "--updated-since", later, "--json", "--storage", url, cwd=PROJECT
+    )
+    assert newest_first[0].id in [i["id"] for i in json.loads(since.stdout)]
+    future = hephaestus(
+        "instances", "list", "--updated-since", "2999-01-01", "--storage", url, cwd=PROJECT
+    )
+    assert future.stdout.strip() == "No instances match."
+    bad = hephaestus("instances", "list", "--updated-since", "soon", "--storage", url, cwd=PROJECT)
+    assert_one_line_error(bad, "--updated-since 'soon' is not a date and time")
+
+    # A narrow terminal wraps values; it never drops a column.
+    for width in ("60", "80"):
+        narrow = hephaestus(
+            "instances", "list", "--storage", url, cwd=PROJECT, env={"COLUMNS": width}
+        )
+        header = " ".join(narrow.stdout.splitlines()[:3])
+        for column in ("ID", "WORK", "VER", "STAT", "STEP", "UPDA"):
+            assert column in header, (width, narrow.stdout)
+        assert max(len(line) for line in narrow.stdout.splitlines()) <= int(width)
+
+
+def test_validate_json_reports_workflows_and_errors() -> None:
+    result = hephaestus(
+        "validate",
+        "--json",
+        "cli_fixtures.flows:ApprovalFlow",
+        "cli_fixtures.flows:Review",
+        "cli_fixtures.broken:BrokenFlow",
+        cwd=PROJECT,
+    )
+    assert result.returncode == 1
+    approval, review, broken = json.loads(result.stdout)
+    assert approval["ok"] is True
+    [flow] = approval["workflows"]
+    assert flow["name"] == "cli_fixtures.flows.ApprovalFlow"
+    assert flow["version"] == 1
+    assert flow["shape"] == "5 steps, 5 transitions"
+    assert [v["version"] for v in review["workflows"][0]["versions"]] == [1, 2]
+    assert broken["ok"] is False
+    assert "cli_fixtures.broken:BrokenFlow" in broken["error"]
+
+
+def test_worker_and_ui_take_a_log_level() -> None:
+    for command in ("worker", "ui"):
+        shown = hephaestus(command, "--help", cwd=PROJECT)
+        assert "--log-level [debug|info|warning|error]" in shown.stdout
+    wrong = hephaestus("worker", "--app", "x:y", "--log-level", "loud", cwd=PROJECT)
+    assert wrong.returncode == 2
+    assert "'loud' is not one of" in wrong.stderr

@@ -96,11 +96,14 @@ async def test_the_database_is_in_wal_mode_at_the_latest_schema(tmp_path: Path) 
         }
     assert indexes == {
         "workflow_instances_status",
-        "workflow_instances_workflow_status",
         "workflow_instances_workflow",
         "workflow_instances_next_timer_at",
         "workflow_instances_unowned_work",
         "workflow_instances_commands",
+        "workflow_instances_updated",
+        "workflow_instances_status_updated",
+        "workflow_instances_workflow_updated",
+        "workflow_instances_counts",
     }
 
 

@@ -30,6 +30,7 @@ CASES = [
     "parked-scale",
     "timer-storm",
     "query-scale",
+    "dashboard-list",
 ]
 ROW_KEYS = {
     "case",

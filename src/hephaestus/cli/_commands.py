@@ -8,6 +8,7 @@ status 1, never a traceback; `--traceback` shows it anyway.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hephaestus.cli._instances import instances
 from hephaestus.cli._loading import CliError, Target, describe_error, load_targets
 from hephaestus.cli._output import make_console, progress
 from hephaestus.cli._runners import runners
+from hephaestus.cli._ui import ui
 from hephaestus.cli._worker import worker
 from hephaestus.core.definition import WorkflowDefinition, resolve_version, workflow_name
 from hephaestus.core.render import FORMATS, render
@@ -57,6 +59,7 @@ cli.add_command(instances)
 cli.add_command(db)
 cli.add_command(worker)
 cli.add_command(runners)
+cli.add_command(ui)
 
 
 # --- validate --------------------------------------------------------------------------------
@@ -64,27 +67,81 @@ cli.add_command(runners)
 
 @cli.command(short_help="Import workflows, which validates them, and report.")
 @click.argument("targets", nargs=-1, required=True, metavar="MODULE[:Class]...")
-def validate(targets: tuple[str, ...]) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object per target instead: its workflows, or its error.",
+)
+def validate(targets: tuple[str, ...], as_json: bool) -> None:
     """Import workflow classes, which validates them, and report each one.
 
     MODULE:Class names one workflow; MODULE alone checks every workflow it
     defines. An umbrella workflow is reported with each of its versions. Exits
     with status 1 if any target fails to import or is not a workflow.
+
+    With --json the report is a JSON list, one entry per target:
+    `{"target", "ok", "workflows": [...]}` or `{"target", "ok": false,
+    "error", "error_type"}`; a workflow is `{"name", "version", "steps",
+    "transitions", "shape"}` (an umbrella also lists its `versions`).
     """
     out = make_console()
     failed = 0
+    report: list[dict[str, Any]] = []
     for spec in targets:
         try:
             with progress(make_console(stderr=True), f"Importing {spec}"):
                 found = load_targets(spec)
         except Exception as exc:
             failed += 1
-            click.echo(f"Error: {describe_error(exc)}", err=True)
+            if as_json:
+                report.append(
+                    {
+                        "target": spec,
+                        "ok": False,
+                        "error": describe_error(exc),
+                        "error_type": type(exc.__cause__ or exc).__name__,
+                    }
+                )
+            else:
+                click.echo(f"Error: {describe_error(exc)}", err=True)
             continue
-        for target in found:
-            _print_valid(out, target)
+        if as_json:
+            workflows = [_describe_workflow(target) for target in found]
+            report.append({"target": spec, "ok": True, "workflows": workflows})
+        else:
+            for target in found:
+                _print_valid(out, target)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def _describe_definition(definition: WorkflowDefinition) -> dict[str, Any]:
+    return {
+        "name": definition.name,
+        "version": definition.version,
+        "steps": sorted(definition.nodes),
+        "transitions": len(definition.edges) + len(definition.routes),
+        "shape": _shape(definition),
+    }
+
+
+def _describe_workflow(target: Target) -> dict[str, Any]:
+    workflow = target.workflow
+    if workflow.is_umbrella():
+        return {
+            "spec": target.spec,
+            "name": workflow_name(workflow),
+            "umbrella": True,
+            "current": workflow.current,
+            "versions": [
+                _describe_definition(workflow.versions[n].definition())
+                for n in sorted(workflow.versions)
+            ],
+        }
+    return {"spec": target.spec, "umbrella": False, **_describe_definition(workflow.definition())}
 
 
 def _print_valid(out: Console, target: Target) -> None:

@@ -1,6 +1,6 @@
-"""`hephaestus instances list|show|start|resume|cancel`: inspect and steer stored instances.
+"""`hephaestus instances list|show|start|resume|cancel|retry`: inspect and steer stored instances.
 
-`list` and `show` only read the storage. `start`, `resume` and `cancel` are
+`list` and `show` only read the storage. `start`, `resume`, `cancel` and `retry` are
 clients: they write through a `Hephaestus` app in client mode (`runner=None`),
 which validates against the stored instance with the engine and writes, and
 never runs a step. The runners on the storage (`hephaestus worker`, or an
@@ -15,10 +15,10 @@ command has no side effects at all.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from hephaestus.cli._output import (
     instances_table,
     make_console,
     progress,
+    runs_table,
     status_text,
 )
 from hephaestus.cli._storage_url import DEFAULT_URL, ENV_VAR, redact, storage_from_url
@@ -47,7 +48,7 @@ from hephaestus.core.definition import WorkflowDefinition
 from hephaestus.core.instance import Instance, Status
 from hephaestus.core.keys import validate_id
 from hephaestus.errors import InstanceNotFoundError
-from hephaestus.storage.base import Storage
+from hephaestus.storage.base import Query, Storage
 
 __all__ = ["instances"]
 
@@ -130,7 +131,18 @@ def instances() -> None:
     show_default=True,
     help="Show at most this many instances (0: all).",
 )
-@click.option("--after", metavar="ID", help="Start after this id (instances are sorted by id).")
+@click.option(
+    "--after",
+    metavar="ID",
+    help="Start after this instance: list those changed before it (the next page).",
+)
+@click.option(
+    "--updated-since",
+    "updated_since",
+    metavar="TIME",
+    help="Only instances changed at or after TIME: ISO 8601, e.g. 2026-05-01 or "
+    "2026-05-01T08:00 (UTC unless it has an offset).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the instances as JSON.")
 @_common_options
 def list_instances(
@@ -138,12 +150,14 @@ def list_instances(
     workflow: str | None,
     limit: int,
     after: str | None,
+    updated_since: str | None,
     as_json: bool,
     storage_url: str,
     imports: tuple[str, ...],
 ) -> None:
-    """List stored instances in id order, with their status and where they are."""
+    """List stored instances, the last changed first, with their status and where they are."""
     import_modules(imports)
+    since = None if updated_since is None else _since(updated_since)
     storage = storage_from_url(storage_url, must_exist=True)
     console = make_console()
     if "corrupt" in (status.lower() for status in statuses):
@@ -152,7 +166,9 @@ def list_instances(
         _list_quarantined(storage, limit, as_json)
         return
     with progress(make_console(stderr=True), f"Reading instances from {redact(storage_url)}"):
-        found, more = _run(storage, lambda: _list(storage, statuses, workflow, limit, after))
+        found, more = _run(
+            storage, lambda: _list(storage, statuses, workflow, limit, after, since, storage_url)
+        )
     if as_json:
         click.echo(json.dumps([i.to_dict() for i in found], indent=2, ensure_ascii=False))
         return
@@ -167,6 +183,17 @@ def list_instances(
         )
     else:
         console.print(Text(count, style="dim"))
+
+
+def _since(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"--updated-since {text!r} is not a date and time; write ISO 8601, "
+            "e.g. 2026-05-01 or 2026-05-01T08:00:00+02:00"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _list_quarantined(storage: Storage, limit: int, as_json: bool) -> None:
@@ -194,21 +221,32 @@ async def _list(
     workflow: str | None,
     limit: int,
     after: str | None,
+    since: datetime | None,
+    storage_url: str,
 ) -> tuple[list[Instance], bool]:
-    """Up to `limit` matching instances, and whether there are more."""
+    """Up to `limit` matching instances, the last changed first, and whether there are more."""
     status_in = tuple(s.lower() for s in statuses) or None
+    cursor = None
+    if after is not None:
+        validate_id(after)
+        last = await _get(storage, after, storage_url)
+        cursor = (last.updated_at, last.id)
+
+    def query(**filters: Any) -> Query:
+        # The app's filter checks (statuses, workflow names), then the order and the cursor.
+        base = make_query(status_in=status_in, **filters)
+        return replace(base, order="updated", cursor=cursor, updated_since=since)
+
     if workflow is None or "." in workflow:
-        query = make_query(
-            status_in=status_in, workflow=workflow, after=after, limit=limit + 1 if limit else None
-        )
-        found = await storage.query(query)
+        found = await storage.query(query(workflow=workflow, limit=limit + 1 if limit else None))
         return (found[:limit], len(found) > limit) if limit else (found, False)
-    # A class name: the stored import paths that end with it, then one query for them.
+    # A class name: the stored import paths that end with it (found by index), one query.
     names = tuple(name for name in await storage.workflows() if name.rpartition(".")[2] == workflow)
     if not names:
         return [], False
-    query = make_query(status_in=status_in, after=after, limit=limit + 1 if limit else None)
-    found = await storage.query(dataclasses.replace(query, workflow_in=names))
+    found = await storage.query(
+        replace(query(limit=limit + 1 if limit else None), workflow_in=names)
+    )
     return (found[:limit], len(found) > limit) if limit else (found, False)
 
 
@@ -218,14 +256,32 @@ async def _list(
 @instances.command("show", short_help="Show one instance, its history and its graph.")
 @click.argument("instance_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored instance as JSON.")
+@click.option(
+    "--runs",
+    "show_runs",
+    is_flag=True,
+    help="List the runs of this id instead: the current one, then the earlier finished ones.",
+)
 @_common_options
 def show_instance(
-    instance_id: str, as_json: bool, storage_url: str, imports: tuple[str, ...]
+    instance_id: str, as_json: bool, show_runs: bool, storage_url: str, imports: tuple[str, ...]
 ) -> None:
-    """Show one instance: status, error, context, history, pending steps and timers, graph."""
+    """Show one instance: status, error, context, history, pending steps and timers, graph.
+
+    With --runs, list the runs of the id (newest first): starting an id again
+    after its instance finished starts a new run, and storages that keep
+    earlier runs list them here.
+    """
     validate_id(instance_id)
     import_modules(imports)
     storage = storage_from_url(storage_url, must_exist=True)
+    if show_runs:
+        runs = _run(storage, lambda: _runs(storage, instance_id, storage_url))
+        if as_json:
+            click.echo(json.dumps([run.to_dict() for run in runs], indent=2, ensure_ascii=False))
+        else:
+            make_console().print(runs_table(runs))
+        return
     instance = _run(storage, lambda: _get(storage, instance_id, storage_url))
     if as_json:
         click.echo(json.dumps(instance.to_dict(), indent=2, ensure_ascii=False))
@@ -373,6 +429,44 @@ def cancel_instance(
     console.print(message, soft_wrap=True)
     if after.status is not Status.CANCELLED:
         _settle_and_report(console, storage_url, instance_id, wait)
+
+
+@instances.command("retry", short_help="Run a failed instance again from its failed steps.")
+@click.argument("instance_id", metavar="ID")
+@_wait_option
+@_common_options
+def retry_instance(
+    instance_id: str, wait: float, storage_url: str, imports: tuple[str, ...]
+) -> None:
+    """Run a failed instance again from the step(s) that failed.
+
+    It goes back to running with its context and history kept; those steps
+    start again at attempt 1, and the retry is an entry of its history. A
+    runner on the storage runs them; this command never runs a step itself.
+    """
+    validate_id(instance_id)
+    import_modules(imports)
+    checked = storage_from_url(storage_url, must_exist=True)
+    stored = _run(checked, lambda: _get(checked, instance_id, storage_url))
+    engine.check_failed(stored)  # a wrong status needs no import to refuse
+    instance_definition(stored)  # one line naming --import when its workflow is unknown
+
+    async def retry(app: Hephaestus) -> Instance:
+        await app.retry(instance_id)
+        return await app.get(instance_id)
+
+    after = _client(storage_url, retry)
+    console = make_console()
+    line = Text("Retrying ", style="bold")
+    line.append(instance_id, style="cyan")
+    line.append(f" from {', '.join(sorted(after.active_steps))}")
+    console.print(line, soft_wrap=True)
+    _settle_and_report(console, storage_url, instance_id, wait)
+
+
+async def _runs(storage: Storage, instance_id: str, storage_url: str) -> list[Instance]:
+    current = await _get(storage, instance_id, storage_url)
+    return [current, *await storage.runs(instance_id)]
 
 
 async def _get(storage: Storage, instance_id: str, storage_url: str) -> Instance:

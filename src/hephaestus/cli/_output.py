@@ -32,6 +32,7 @@ __all__ = [
     "instances_table",
     "make_console",
     "progress",
+    "runs_table",
     "status_text",
     "timestamp",
 ]
@@ -137,14 +138,18 @@ def _steps_cell(instance: Instance) -> Text:
 
 
 def instances_table(instances: Sequence[Instance]) -> Table:
-    """One row per instance: id, workflow, version, status, active/waiting steps, updated."""
+    """One row per instance: id, workflow, version, status, active/waiting steps, updated.
+
+    Every column is kept however narrow the terminal: values wrap within their
+    column (ids and names fold at any character), never a column is dropped.
+    """
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
-    table.add_column("ID", style="cyan", no_wrap=True)
-    table.add_column("WORKFLOW", no_wrap=True)
-    table.add_column("VERSION", justify="right")
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("STEPS")
-    table.add_column("UPDATED (UTC)", no_wrap=True)
+    table.add_column("ID", style="cyan", overflow="fold", min_width=4, ratio=3)
+    table.add_column("WORKFLOW", overflow="fold", min_width=4, ratio=3)
+    table.add_column("VERSION", justify="right", overflow="fold", min_width=1)
+    table.add_column("STATUS", overflow="fold", min_width=4)
+    table.add_column("STEPS", overflow="fold", min_width=4, ratio=2)
+    table.add_column("UPDATED (UTC)", overflow="fold", min_width=5)
     for instance in instances:
         table.add_row(
             Text(instance.id),  # as is: a str cell would turn `urn:x:1` into an emoji
@@ -153,6 +158,28 @@ def instances_table(instances: Sequence[Instance]) -> Table:
             status_text(instance.status),
             _steps_cell(instance),
             timestamp(instance.updated_at),
+        )
+    return table
+
+
+def runs_table(runs: Sequence[Instance]) -> Table:
+    """One row per run of an id, newest first: the current run, then the earlier ones."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    table.add_column("RUN", justify="right", style="dim")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("VERSION", justify="right")
+    table.add_column("STARTED (UTC)", no_wrap=True)
+    table.add_column("UPDATED (UTC)", no_wrap=True)
+    table.add_column("ERROR", overflow="fold")
+    for number, run in enumerate(runs):
+        error = (run.error or "").partition("\n")[0]
+        table.add_row(
+            "current" if number == 0 else f"-{number}",
+            status_text(run.status),
+            str(run.workflow_version),
+            timestamp(run.created_at),
+            timestamp(run.updated_at),
+            Text(error, style="red") if error else Text("-", style="dim"),
         )
     return table
 

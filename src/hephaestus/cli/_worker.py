@@ -19,6 +19,7 @@ import click
 
 from hephaestus.app import Hephaestus
 from hephaestus.cli._loading import CliError, ensure_cwd_on_path
+from hephaestus.cli._ui import configure_logging, log_level_option
 
 __all__ = ["worker"]
 
@@ -59,8 +60,10 @@ def load_app(spec: str) -> Hephaestus:
     default=None,
     help="Jobs this worker runs at once (default: the runner's `concurrency`).",
 )
-def worker(app_spec: str, concurrency: int | None) -> None:
+@log_level_option
+def worker(app_spec: str, concurrency: int | None, log_level: str) -> None:
     """Run the app's runner until SIGINT/SIGTERM."""
+    configure_logging(log_level)
     app = load_app(app_spec)
 
     async def serve() -> None:

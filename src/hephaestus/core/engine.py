@@ -42,6 +42,7 @@ from hephaestus.core.facts import (
     InstanceCancelled,
     InstanceCompleted,
     InstanceFailed,
+    InstanceRetried,
     Resumption,
     StepCompleted,
     StepParked,
@@ -55,13 +56,17 @@ from hephaestus.core.step import Step
 from hephaestus.errors import (
     AmbiguousEventError,
     ContextSerializationError,
+    InstanceNotFailedError,
     InstanceNotWaitingError,
     InvalidDelayError,
     InvalidEventError,
+    NothingToRetryError,
+    RetryStepMissingError,
     TimerNotFoundError,
 )
 
 __all__ = [
+    "RETRY_EVENT",
     "Advance",
     "accept_event",
     "add_timer",
@@ -70,6 +75,7 @@ __all__ = [
     "check_active",
     "check_delay",
     "check_event_data",
+    "check_failed",
     "complete_step",
     "deliver",
     "drain_inbox",
@@ -81,6 +87,7 @@ __all__ = [
     "request_cancel",
     "resume",
     "resume_target",
+    "retry",
 ]
 
 
@@ -555,6 +562,76 @@ def fail(instance: Instance, reason: str, *, now: datetime) -> Advance:
     if instance.status.is_final:
         return Advance(instance, [])
     return _fail_draft(_Draft(instance), instance, reason, now)
+
+
+#: The event of the history entry that records a retry (no step can declare it: it has a `:`).
+RETRY_EVENT = "hephaestus:retry"
+
+
+def check_failed(instance: Instance) -> None:
+    """Raise `InstanceNotFailedError` unless the instance is failed (and so can be retried)."""
+    if instance.status is not Status.FAILED:
+        hint = (
+            "start the id again for a new run"
+            if instance.status.is_final
+            else "it is still active: its steps retry by their own Retry policy"
+        )
+        raise InstanceNotFailedError(
+            f"instance {instance.id} is {instance.status.value}, not failed; only a failed "
+            f"instance can be retried ({hint})"
+        )
+
+
+def retry(definition: WorkflowDefinition, instance: Instance, *, now: datetime) -> Advance:
+    """Run a failed instance again from the step(s) that were running when it failed.
+
+    The instance goes back to `running` with its context, completed steps and
+    history kept. Every step that was active or waiting when it failed runs
+    again from attempt 1 (a waiting step parks again, with a fresh timer);
+    `error` is cleared. The retry is recorded in the history: one entry per
+    step run again, with event `RETRY_EVENT`, the attempt that failed as its
+    `attempt`, and `{"error": <the error>}` as its data, so the failure stays
+    readable after the retry.
+
+    Raises `InstanceNotFailedError` unless the instance is failed,
+    `NothingToRetryError` when no step was running (the engine failed it after
+    its steps), `RetryStepMissingError` when the instance's workflow version
+    no longer has one of those steps.
+    """
+    check_failed(instance)
+    steps = sorted(instance.active_steps | instance.waiting_steps)
+    if not steps:
+        raise NothingToRetryError(
+            f"instance {instance.id} failed with no step running ({instance.error}); there is "
+            "no step to run again: start the id again for a new run"
+        )
+    missing = [step for step in steps if step not in definition.nodes]
+    if missing:
+        raise RetryStepMissingError(
+            f"instance {instance.id}: workflow {definition.name} v{definition.version} has no "
+            f"step {', '.join(repr(s) for s in missing)} any more, so it cannot run again; "
+            "deploy a version that has it, or start the id again for a new run"
+        )
+    draft = _Draft(instance)
+    draft.status = Status.RUNNING
+    draft.error = None
+    draft.waiting.clear()
+    draft.timers = []
+    for step in steps:
+        draft.history.append(
+            ExecutionEntry(
+                step=step,
+                event=RETRY_EVENT,
+                timestamp=now,
+                context_updates={"error": instance.error},
+                attempt=instance.attempts.get(step, 1),
+            )
+        )
+        draft.active.add(step)
+        draft.attempts[step] = 1
+        draft.commands.append(RunStep(step, 1))
+    draft.facts.append(InstanceRetried(tuple(steps), instance.error))
+    return draft.freeze(instance, now)
 
 
 def recover(instance: Instance) -> list[Command]:

@@ -23,6 +23,7 @@ __all__ = [
     "InstanceCancelled",
     "InstanceCompleted",
     "InstanceFailed",
+    "InstanceRetried",
     "Resumption",
     "StepCompleted",
     "StepParked",
@@ -150,6 +151,14 @@ class InstanceCancelled:
     """The instance was cancelled; what still ran was told to stop."""
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceRetried:
+    """A failed instance was retried: `steps` run again from attempt 1, after `error`."""
+
+    steps: tuple[str, ...]
+    error: str | None
+
+
 Fact = (
     StepCompleted
     | StepParked
@@ -162,4 +171,5 @@ Fact = (
     | InstanceCompleted
     | InstanceFailed
     | InstanceCancelled
+    | InstanceRetried
 )

@@ -70,3 +70,6 @@ class Runner(Protocol):
 
     async def cancel(self, id: str) -> None:
         """Stop the instance (running or waiting) and record it as cancelled."""
+
+    async def retry(self, id: str) -> None:
+        """Run a failed instance again from the steps that failed (`engine.retry`)."""

@@ -12,6 +12,8 @@ runners that share the storage do the work:
 - `cancel` of an instance that runs nothing (it only waits) is applied here,
   since no step can be interrupted; otherwise a cancel request goes to the
   inbox and the owner stops its steps.
+- `retry` of a failed instance writes it back as `running` with its failed
+  steps at attempt 1 and no owner; a runner claims it and runs them.
 - `schedule_resume` and `cancel_timer` change the stored timers; the runners'
   timer loops fire them.
 
@@ -89,6 +91,16 @@ class StorageWriter:
             if instance.active_steps:
                 return engine.request_cancel(instance, now=self.now()).instance
             return engine.cancel(instance, now=self.now()).instance
+
+        return await self._write(id, decide)
+
+    async def retry(self, id: str) -> Instance:
+        """Write the failed instance back as running (`engine.retry`); returns it as written."""
+
+        def decide(instance: Instance) -> Instance:
+            engine.check_failed(instance)  # before its workflow is looked up
+            definition = self.definitions.get(instance)
+            return engine.retry(definition, instance, now=self.now()).instance
 
         return await self._write(id, decide)
 
@@ -252,6 +264,11 @@ class ClientRunner:
     async def cancel(self, id: str) -> None:
         validate_id(id)
         await self._writer_or_raise().cancel(id)
+
+    async def retry(self, id: str) -> None:
+        """Write the failed instance back as running; a runner claims it and runs its steps."""
+        validate_id(id)
+        await self._writer_or_raise().retry(id)
 
     def _writer_or_raise(self) -> StorageWriter:
         if self._writer is None:

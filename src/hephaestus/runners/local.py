@@ -854,6 +854,26 @@ class LocalRunner:
         self._tell(id, _Cancel(reply))
         await reply
 
+    async def retry(self, id: str) -> None:
+        """Run a failed instance again from its failed steps (see `engine.retry`).
+
+        The retried instance is written like a client writes it, then claimed
+        here and its steps start at once; another runner may claim it first.
+        """
+        validate_id(id)
+        storage = self._storage_or_raise()
+        existing = self._actors.get(id)
+        finished = existing is not None and (
+            existing.instance is None or existing.instance.status.is_final
+        )
+        if existing is not None and existing.task is not None and finished:
+            # The actor of the failed run is on its way out: let it go before claiming.
+            await asyncio.gather(existing.task, return_exceptions=True)
+        await self._writer.retry(id)  # refuses an active instance, whatever its actor does
+        for instance in await storage.claim(self.id, instance_id=id):
+            if instance.id not in self._actors:
+                self._spawn(instance.id, instance).tell(_Recover())
+
     # -- internals --
 
     def _storage_or_raise(self) -> Storage:

@@ -426,6 +426,17 @@ class ProcrastinateRunner:
         validate_id(id)
         await self._apply(id, lambda inst: engine.cancel(inst, now=self._now()))
 
+    async def retry(self, id: str) -> None:
+        """Run a failed instance again from its failed steps, with their run_step jobs."""
+        validate_id(id)
+
+        def decide(instance: Instance) -> Advance:
+            engine.check_failed(instance)  # before its workflow is looked up
+            definition = self._definitions.get(instance)
+            return engine.retry(definition, instance, now=self._now())
+
+        await self._apply(id, decide)
+
     # -- jobs --
 
     async def _run_step_job(self, instance_id: str, step: str, attempt: int) -> None:

@@ -28,7 +28,12 @@ class Migration:
 
 
 def load_migrations(package: str) -> tuple[Migration, ...]:
-    """The migrations in `package`, numbered 1, 2, 3... without gaps."""
+    """The migrations in `package`, in number order.
+
+    Numbers are distinct and start at 1; gaps are allowed (a number may be
+    reserved by a change that lands later). A database records the number of
+    the last migration applied and gets every later one, in order.
+    """
     found: list[Migration] = []
     for entry in resources.files(package).iterdir():
         match = _MIGRATION_FILE.match(entry.name)
@@ -36,8 +41,10 @@ def load_migrations(package: str) -> tuple[Migration, ...]:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations of {package} must be numbered 1..n, found {versions}")
+    if not versions or versions[0] != 1 or len(set(versions)) != len(versions):
+        raise RuntimeError(
+            f"migrations of {package} must have distinct numbers starting at 1, found {versions}"
+        )
     return tuple(found)
 
 

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
 
 from hephaestus.core.instance import Instance, Status
 from hephaestus.errors import (
@@ -47,14 +47,27 @@ from hephaestus.errors import (
 )
 from hephaestus.storage._layout import Known, assemble
 
-__all__ = ["Query", "RunnerRecord", "Storage", "StorageStats"]
+__all__ = ["Query", "QueryOrder", "RunnerRecord", "Storage", "StorageStats", "prefix_range"]
 
 logger = logging.getLogger("hephaestus.storage")
 
 
+#: How `Storage.query` orders its results: by id, or by last change (newest first).
+QueryOrder = Literal["id", "updated"]
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
-    """Filters of `Storage.query`; results are ordered by id, `after` pages past an id."""
+    """Filters of `Storage.query`.
+
+    With `order="id"` (the default) results are ordered by id and `after`
+    pages past an id. With `order="updated"` they are ordered by last change,
+    newest first (`updated_at`, then id, both descending), and `cursor` pages
+    past the `(updated_at, id)` of the last instance of the previous page
+    (keyset paging: every page is an index range, however deep). `id_prefix`
+    keeps ids that start with it; `updated_since` instances changed at or
+    after it (a naive datetime is UTC).
+    """
 
     id: str | None = None
     status: Status | None = None
@@ -64,10 +77,20 @@ class Query:
     workflow_version: int | None = None
     limit: int | None = None
     after: str | None = None
+    id_prefix: str | None = None
+    updated_since: datetime | None = None
+    order: QueryOrder = "id"
+    cursor: tuple[datetime, str] | None = None
 
     def __post_init__(self) -> None:
         if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 0):
             raise ValueError(f"Query limit must be None or an int >= 0, got {self.limit!r}")
+        if self.order not in ("id", "updated"):
+            raise ValueError(f"Query order must be 'id' or 'updated', got {self.order!r}")
+        if self.cursor is not None and self.order != "updated":
+            raise ValueError("Query cursor pages an order='updated' query; use after= by id")
+        if self.after is not None and self.order != "id":
+            raise ValueError("Query after= pages by id; page order='updated' with cursor=")
 
     def matches(self, instance: Instance) -> bool:
         """Whether `instance` passes every filter (paging aside)."""
@@ -81,7 +104,35 @@ class Query:
                 self.workflow_version is None or instance.workflow_version == self.workflow_version
             )
             and (self.after is None or instance.id > self.after)
+            and (self.id_prefix is None or instance.id.startswith(self.id_prefix))
+            and (
+                self.updated_since is None
+                or as_utc(instance.updated_at) >= as_utc(self.updated_since)
+            )
+            and (
+                self.cursor is None
+                or (as_utc(instance.updated_at), instance.id)
+                < (as_utc(self.cursor[0]), self.cursor[1])
+            )
         )
+
+    def sort_key(self, instance: Instance) -> tuple[datetime, str] | str:
+        """The key results are ordered by (ascending; `order="updated"` is then reversed)."""
+        if self.order == "updated":
+            return (as_utc(instance.updated_at), instance.id)
+        return instance.id
+
+
+def prefix_range(prefix: str) -> tuple[str, str | None]:
+    """`(low, high)` such that a string starts with `prefix` iff `low <= s < high`.
+
+    `high` is `None` when no string bounds it (so only `low` applies). Lets a
+    prefix search use the id's index in every adapter.
+    """
+    for end in range(len(prefix) - 1, -1, -1):
+        if ord(prefix[end]) < 0x10FFFF:
+            return prefix, prefix[:end] + chr(ord(prefix[end]) + 1)
+    return prefix, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +296,14 @@ class Storage(Protocol):
 
     async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
         """`(id, problem)` of rows set aside because they cannot be read as instances."""
+
+    # -- operators ----------------------------------------------------------------------
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """How many instances there are per `(workflow, status)`; quarantined rows excluded.
+
+        One grouped, index-only query: cheap enough to poll for metrics.
+        """
 
 
 def check_put(

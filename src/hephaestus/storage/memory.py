@@ -8,6 +8,9 @@ survives the process.
 `open()` and `close()` change nothing: the data lives as long as the object.
 Handing one `MemoryStorage` to a second app after the first one closed is how
 tests simulate a restart.
+
+Earlier runs: starting an id again after its instance finished keeps the
+finished instance as an earlier run (`runs(id)`), up to `keep_runs` per id.
 """
 
 from __future__ import annotations
@@ -117,7 +120,9 @@ class MemoryStorage(AsyncContext):
             found = self._instances.get(query.id)
             candidates = [] if found is None else [found]
         else:
-            candidates = sorted(self._instances.values(), key=_by_id)
+            candidates = sorted(
+                self._instances.values(), key=query.sort_key, reverse=query.order == "updated"
+            )
         matching = [instance for instance in candidates if query.matches(instance)]
         return matching if query.limit is None else matching[: query.limit]
 
@@ -222,6 +227,15 @@ class MemoryStorage(AsyncContext):
 
     async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
         return []  # it holds instance values, never rows that could be corrupt
+
+    # -- operators --------------------------------------------------------------------------
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        counted: dict[tuple[str, str], int] = {}
+        for instance in self._instances.values():
+            key = (instance.workflow, instance.status.value)
+            counted[key] = counted.get(key, 0) + 1
+        return counted
 
     def _release(self, runner_id: str) -> None:
         for instance_id in [key for key, owner in self._owners.items() if owner == runner_id]:

@@ -99,6 +99,7 @@ from hephaestus.storage.base import (
     decode_stored,
     log_quarantined,
     not_found,
+    prefix_range,
     timer_due,
 )
 
@@ -775,14 +776,37 @@ class PostgresStorage(AsyncContext):
         if query.after is not None:
             clauses.append("id > %(after)s")
             params["after"] = query.after
+        if query.id_prefix is not None:
+            low, high = prefix_range(query.id_prefix)
+            clauses.append("id >= %(prefix_low)s")
+            params["prefix_low"] = low
+            if high is not None:
+                clauses.append("id < %(prefix_high)s")
+                params["prefix_high"] = high
+        if query.updated_since is not None:
+            clauses.append("updated_at >= %(updated_since)s")
+            params["updated_since"] = as_utc(query.updated_since)
+        if query.cursor is not None:
+            clauses.append("(updated_at, id) < (%(cursor_at)s, %(cursor_id)s)")
+            params["cursor_at"] = as_utc(query.cursor[0])
+            params["cursor_id"] = query.cursor[1]
         statement = self._q["select_heads"].rstrip(";")
         if clauses:
             statement += " AND " + " AND ".join(clauses)  # after its `WHERE problem IS NULL`
-        statement += " ORDER BY id"
+        if query.order == "updated":
+            statement += " ORDER BY updated_at DESC, id DESC"
+        else:
+            statement += " ORDER BY id"
         if query.limit is not None:
             statement += " LIMIT %(limit)s"
             params["limit"] = query.limit
         return statement, params
+
+    # -- operators ---------------------------------------------------------------------------
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        rows = await self._fetch(self._q["count_by_workflow_status"], {})
+        return {(str(workflow), str(status)): int(n) for workflow, status, n in rows}
 
 
 class PostgresTransaction:

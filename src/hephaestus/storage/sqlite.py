@@ -66,12 +66,14 @@ from hephaestus.storage.base import (
     Query,
     RunnerRecord,
     StorageStats,
+    as_utc,
     check_keep_runs,
     check_put,
     decode_rows,
     decode_stored,
     log_quarantined,
     not_found,
+    prefix_range,
     restarted,
     timer_epoch,
     to_epoch,
@@ -663,6 +665,12 @@ class SQLiteStorage(AsyncContext):
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite database {self.path}: {exc}") from exc
 
+    # -- operators ---------------------------------------------------------------------------
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        rows = await self._run(self._fetch_rows, _Q["count_by_workflow_status"], ())
+        return {(str(workflow), str(status)): int(n) for workflow, status, n in rows}
+
 
 def _head_columns(row: tuple[Any, ...], head: str, owner: str | None) -> dict[str, Any]:
     """The `update_head` parameters of a write's `row` (in `upsert` order)."""
@@ -797,10 +805,20 @@ def _select(query: Query) -> tuple[str, tuple[Any, ...]] | None:
     if query.after is not None:
         clauses.append("id > ?")
         params.append(query.after)
+    if query.id_prefix is not None:
+        low, high = prefix_range(query.id_prefix)
+        clauses.append("id >= ?" if high is None else "id >= ? AND id < ?")
+        params.extend((low,) if high is None else (low, high))
+    if query.updated_since is not None:
+        clauses.append("updated_at >= ?")
+        params.append(as_utc(query.updated_since).astimezone(UTC).isoformat())
+    if query.cursor is not None:
+        clauses.append("(updated_at, id) < (?, ?)")
+        params.extend((as_utc(query.cursor[0]).astimezone(UTC).isoformat(), query.cursor[1]))
     sql = _Q["select_heads"].rstrip(";")
     if clauses:
         sql += " AND " + " AND ".join(clauses)  # after its `WHERE problem IS NULL`
-    sql += " ORDER BY id"
+    sql += " ORDER BY updated_at DESC, id DESC" if query.order == "updated" else " ORDER BY id"
     if query.limit is not None:
         sql += " LIMIT ?"
         params.append(query.limit)

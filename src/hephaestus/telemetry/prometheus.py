@@ -22,19 +22,40 @@ Metrics (all prefixed `hephaestus_`):
 - `resumes_total{workflow,step,source}` (`event`, `timer`)
 - `wait_duration_seconds{workflow,step,source}`: how long a step was parked
 - `transitions_total{workflow,from_step,event}`
+
+Gauges read from the storage (`StorageGauges`, refreshed on an interval by
+one grouped query, one indexed timer query and the runner table: cheap
+enough for any interval, whatever the number of instances):
+
+- `instances{workflow,status}`: stored instances (quarantined rows excluded)
+- `timers_overdue`: timers of active instances due more than `grace` seconds ago
+  (counted up to `overdue_cap`)
+- `runners{state}` (`live`, `lapsed`): registered runner processes
+- `gauges_refreshed_timestamp_seconds`: when the gauges were last read
+
+    gauges = StorageGauges(app.storage, interval=15.0)
+    gauges.start()            # on the running loop; `await gauges.stop()` at shutdown
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from hephaestus.storage.base import Storage
 from hephaestus.telemetry import events as ev
 from hephaestus.telemetry._emit import attach, detach
 
-__all__ = ["LONG_BUCKETS", "STEP_BUCKETS", "PrometheusHandler"]
+__all__ = ["LONG_BUCKETS", "STEP_BUCKETS", "PrometheusHandler", "StorageGauges"]
+
+logger = logging.getLogger("hephaestus.telemetry")
 
 STEP_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -169,3 +190,96 @@ class PrometheusHandler:
             status = str(metadata.get("status"))
             self.workflows_finished.labels(workflow, status).inc()
             self.workflow_duration.labels(workflow, status).observe(measurements["duration"])
+
+
+class StorageGauges:
+    """Gauges an operator graphs, read from `storage` every `interval` seconds.
+
+    `refresh()` reads once (the tests and a scrape hook can call it);
+    `start()` refreshes in a task on the running loop until `stop()`. A
+    failed read (the database is down) is logged and the gauges keep their
+    last values; `gauges_refreshed_timestamp_seconds` then stops moving.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        registry: CollectorRegistry | None = None,
+        *,
+        interval: float = 15.0,
+        grace: float = 30.0,
+        overdue_cap: int = 10_000,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError("interval must be > 0 seconds")
+        self.storage = storage
+        self.interval = interval
+        self.grace = grace
+        self.overdue_cap = overdue_cap
+        r = registry if registry is not None else REGISTRY
+        self.instances = Gauge(
+            "hephaestus_instances",
+            "Stored workflow instances, by workflow and status.",
+            ["workflow", "status"],
+            registry=r,
+        )
+        self.timers_overdue = Gauge(
+            "hephaestus_timers_overdue",
+            "Timers of active instances that are overdue by more than the grace period.",
+            registry=r,
+        )
+        self.runners = Gauge(
+            "hephaestus_runners",
+            "Registered runner processes, by whether their lease holds (live) or lapsed.",
+            ["state"],
+            registry=r,
+        )
+        self.refreshed = Gauge(
+            "hephaestus_gauges_refreshed_timestamp_seconds",
+            "When the storage gauges were last read (seconds since the epoch).",
+            registry=r,
+        )
+        self._labels: set[tuple[str, str]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        """Read the storage once and set every gauge."""
+        counts = await self.storage.counts()
+        for gone in self._labels - set(counts):
+            self.instances.labels(*gone).set(0)
+        for (workflow, status), count in counts.items():
+            self.instances.labels(workflow, status).set(count)
+        self._labels |= set(counts)
+        now = datetime.now(UTC)
+        overdue = await self.storage.due_timers(
+            now - timedelta(seconds=self.grace), self.overdue_cap
+        )
+        self.timers_overdue.set(len(overdue))
+        runners = await self.storage.runners()
+        live = sum(1 for runner in runners if runner.is_live(time.time()))
+        self.runners.labels("live").set(live)
+        self.runners.labels("lapsed").set(len(runners) - live)
+        self.refreshed.set(time.time())
+
+    def start(self) -> asyncio.Task[None]:
+        """Refresh now and then every `interval` seconds, in a task on the running loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name="hephaestus:gauges"
+            )
+        return self._task
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # an outage must not end the loop
+                logger.warning("could not read the storage gauges: %s", exc)
+            await asyncio.sleep(self.interval)

@@ -83,3 +83,21 @@ class Review(Workflow):
     unique = Unique(key="review")
     versions = {1: ReviewV1, 2: ReviewV2}
     current = 2
+
+
+class PrintPages(Step):
+    """With `jammed`, fails until an operator has retried the instance; then it prints."""
+
+    events = ("printed",)
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        retried = any(e.event == "hephaestus:retry" for e in instance.execution_history)
+        if context.initial.get("jammed") and not retried:
+            raise RuntimeError("the printer is out of paper")
+        return Ok("printed", {"pages": 2})
+
+
+class PrintFlow(Workflow):
+    unique = Unique(key="print")
+    start = PrintPages
+    transitions = {(PrintPages, "printed"): Done}

@@ -420,3 +420,7 @@ WITH RECURSIVE names(name) AS (
     FROM names WHERE names.name IS NOT NULL
 )
 SELECT name FROM names WHERE name IS NOT NULL;
+-- name: count_by_workflow_status
+SELECT workflow, status, count(*) FROM {schema}.workflow_instances
+WHERE problem IS NULL
+GROUP BY workflow, status;
