@@ -58,6 +58,7 @@ from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import (
     ContextSerializationError,
+    HephaestusError,
     InstanceNotFoundError,
     StorageError,
 )
@@ -74,6 +75,7 @@ from hephaestus.runners._shell import (
     utc_now,
 )
 from hephaestus.runners.base import TimerHandle
+from hephaestus.storage._group_commit import GroupCommit
 from hephaestus.storage.base import Storage
 from hephaestus.telemetry import lifecycle
 
@@ -214,6 +216,12 @@ class ProcrastinateRunner:
         self._queue_pool: _QueuePool | None = None
         #: Wake-up slots this process queued a wake job for (slot -> due time): skip them.
         self._wake_slots: dict[int, float] = {}
+        #: Starts made at the same moment share one transaction (and one batch of drives).
+        self._starts: GroupCommit[_Start] = GroupCommit(
+            self._write_starts,
+            name="hephaestus starts",
+            interrupted="the runner closed before this start was stored; it was not",
+        )
         self.procrastinate = procrastinate.App(connector=procrastinate.PsycopgConnector())
         retry = procrastinate.RetryStrategy(max_attempts=20, wait=1)
         task = self.procrastinate.task
@@ -263,7 +271,7 @@ class ProcrastinateRunner:
         pool: _QueuePool = psycopg_pool.AsyncConnectionPool(
             storage.url,
             min_size=1,
-            max_size=self.concurrency + 4,
+            max_size=min(self.concurrency, 16) + 4,
             open=False,
             # Not `kwargs`: Procrastinate opens its LISTEN connection with the pool's
             # kwargs plus its own `autocommit=True`, and refuses a second one.
@@ -409,7 +417,7 @@ class ProcrastinateRunner:
         version: int | None = None,
         telemetry_metadata: Mapping[str, Any] | None = None,
     ) -> str:
-        storage = self._storage_or_raise()
+        self._storage_or_raise()
         advance = new_instance(
             workflow,
             context,
@@ -418,12 +426,9 @@ class ProcrastinateRunner:
             telemetry_metadata=telemetry_metadata,
             now=self._now(),
         )
-        async with storage.transaction() as tx:
-            advance = await _after_previous(tx, advance)
-            await tx.put(advance.instance, None)
-            # Results an earlier instance with this id left unapplied are not this one's.
-            await tx.forget_step_results(id)
-            await self._dispatch(tx, advance)
+        start = _Start(advance)
+        await self._starts.submit(start)
+        advance = start.advance
         await self._schedule_wakes(None, advance.instance)
         lifecycle.workflow_start(advance.instance, runner=type(self).__name__)
         report(advance)
@@ -631,13 +636,57 @@ class ProcrastinateRunner:
         report(advance, since=before.updated_at)
         return advance
 
+    async def _write_starts(self, batch: list[_Start]) -> list[HephaestusError | None]:
+        """Store new instances started at the same moment in one transaction, with their drives.
+
+        A start the storage refuses (an instance with its id is running) fails
+        alone. If the transaction itself fails, each start is tried again in a
+        transaction of its own, so one bad start never fails the others.
+        """
+        storage = self._storage_or_raise()
+        try:
+            async with storage.transaction() as tx:
+                outcomes = [await self._store_start(tx, start) for start in batch]
+                started = [s.advance for s, outcome in zip(batch, outcomes, strict=True)]
+                await self._defer_drives(
+                    [
+                        advance.instance.id
+                        for advance, outcome in zip(started, outcomes, strict=True)
+                        if outcome is None and _runs_steps(advance)
+                    ],
+                    tx.connection,
+                )
+            return outcomes
+        except Exception:
+            if len(batch) == 1:
+                raise
+        alone: list[HephaestusError | None] = []
+        for start in batch:
+            try:
+                [outcome] = await self._write_starts([start])
+            except HephaestusError as exc:
+                outcome = exc
+            alone.append(outcome)
+        return alone
+
+    async def _store_start(self, tx: PostgresTransaction, start: _Start) -> HephaestusError | None:
+        try:
+            start.advance, replaces = await _after_previous(tx, start.advance)
+            await tx.put(start.advance.instance, None)
+        except HephaestusError as exc:
+            return exc  # refused before anything of it was written
+        if replaces:
+            # Results an earlier instance with this id left unapplied are not this one's.
+            await tx.forget_step_results(start.advance.instance.id)
+        return None
+
     async def _dispatch(self, tx: PostgresTransaction, advance: Advance) -> None:
         """Queue, in the state's own transaction, the drive its new steps need.
 
         Stopping steps needs no job: a driver that runs them learns of the new
         state at its next write, and the engine ignores their results.
         """
-        if any(isinstance(command, RunStep) for command in advance.commands):
+        if _runs_steps(advance):
             await self._defer_drives([advance.instance.id], tx.connection)
 
     async def _schedule_wakes(self, before: Instance | None, instance: Instance) -> None:
@@ -705,8 +754,22 @@ LIMIT 1000
 """
 
 
-async def _after_previous(tx: PostgresTransaction, advance: Advance) -> Advance:
-    """A new instance numbered past the finished instance it replaces (same id), if any.
+class _Start:
+    """One `start_instance` waiting for the batch that stores it (its advance may be renumbered)."""
+
+    __slots__ = ("advance",)
+
+    def __init__(self, advance: Advance) -> None:
+        self.advance = advance
+
+
+def _runs_steps(advance: Advance) -> bool:
+    return any(isinstance(command, RunStep) for command in advance.commands)
+
+
+async def _after_previous(tx: PostgresTransaction, advance: Advance) -> tuple[Advance, bool]:
+    """A new instance numbered past the finished instance it replaces (same id), if any;
+    and whether there is one.
 
     A worker may still run a step of a cancelled instance when a new instance
     takes its id; its write expects the old instance's revision, so the new
@@ -715,12 +778,11 @@ async def _after_previous(tx: PostgresTransaction, advance: Advance) -> Advance:
     try:
         previous = await tx.get(advance.instance.id, for_update=True)
     except InstanceNotFoundError:
-        return advance
+        return advance, False
     if previous.revision < advance.instance.revision:
-        return advance
-    return dataclasses.replace(
-        advance, instance=advance.instance.evolve(revision=previous.revision + 1)
-    )
+        return advance, True
+    renumbered = advance.instance.evolve(revision=previous.revision + 1)
+    return dataclasses.replace(advance, instance=renumbered), True
 
 
 def _sweep_key(queue: str) -> int:
