@@ -23,6 +23,7 @@ _MARKER = "BENCH-RESULT "
 #: What a child may run: name -> (module, function); each takes a dict and returns one.
 _CHILDREN = {
     "dbos": ("bench.cases._dbos_flows", "measure"),
+    "dbos-queues": ("bench.cases._dbos_queues", "measure"),
     "parked": ("bench.cases.parked_scale", "measure_parked"),
     "dicts": ("bench.cases.parked_scale", "measure_dicts"),
 }
