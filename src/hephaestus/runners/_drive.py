@@ -41,7 +41,7 @@ logger = logging.getLogger("hephaestus.runner.procrastinate")
 #: How often in a row a driver re-reads an instance that clients keep changing.
 _CONFLICT_RETRIES = 50
 
-#: `(instance written, instance before)`: what the runner does after each write (timers).
+#: `(instance before, instance written)`: what the runner does after each write (timers).
 Written = Callable[[Instance, Instance], Awaitable[None]]
 
 _Result = tuple[str, int, StepRun]
@@ -184,7 +184,7 @@ class _Drive:
                     return
                 continue
             self.instance = after
-            await self.written(after, before)
+            await self.written(before, after)
             since = before.updated_at
             for decision, run in decisions:
                 if decision.status_before is not None:  # the call changed something
