@@ -282,6 +282,7 @@ class ProcrastinateRunner:
         return pool
 
     async def close(self) -> None:
+        await self._starts.drain()
         if self._worker_task is not None:
             self._worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -707,9 +708,10 @@ class ProcrastinateRunner:
             if timer.id in known:
                 continue
             slot = math.ceil(timer.due_at.timestamp() / self.timer_resolution)
-            if slot in self._wake_slots:
-                continue
             due_at = slot * self.timer_resolution
+            # A slot already past may have had its wake-up run: queue one again.
+            if slot in self._wake_slots and due_at > now + self.timer_resolution:
+                continue
             self._wake_slots[slot] = due_at
             with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
                 try:
