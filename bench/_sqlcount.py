@@ -10,6 +10,7 @@ server's commit counter (`pg_stat_database.xact_commit`) gives those.
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def read_all(path: str) -> int:
 
 def _wrap(cls: Any, name: str) -> None:
     original = getattr(cls, name)
-    if hasattr(original, "__await__") or _is_async(original):
+    if inspect.iscoroutinefunction(original):
 
         async def counted_async(self: Any, *args: Any, **kwargs: Any) -> Any:
             global _count
@@ -62,9 +63,3 @@ def _wrap(cls: Any, name: str) -> None:
             return original(self, *args, **kwargs)
 
         setattr(cls, name, counted)
-
-
-def _is_async(function: Any) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(function)
