@@ -45,6 +45,7 @@ import psycopg
 from bench import _postgres, _sqlcount
 from bench._child import ChildFailed, run_child
 from bench.workflows import SHAPES, Shape
+from hephaestus import Hephaestus
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "hephaestus_bench_distributed"
@@ -75,7 +76,7 @@ class Result:
 
 def _counter(url: str, statement: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(statement).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(statement).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 
@@ -89,17 +90,15 @@ def _jobs(url: str) -> int:
     return _counter(url, "SELECT last_value FROM procrastinate_jobs_id_seq")
 
 
-async def _start_all(app: object, shape: Shape, instances: int, tag: str) -> None:
+async def _start_all(app: Hephaestus, shape: Shape, instances: int, tag: str) -> None:
     workflow = shape.workflow
     for first in range(0, instances, 100):
         last = min(instances, first + 100)
-        await asyncio.gather(
-            *(workflow.start(f"{tag}{n}", {"n": n}) for n in range(first, last))  # type: ignore[attr-defined]
-        )
+        await asyncio.gather(*(workflow.start(f"{tag}{n}", {"n": n}) for n in range(first, last)))
 
 
-async def _until_done(app: object) -> None:
-    while await app.list(status_in=ACTIVE, limit=1):  # type: ignore[attr-defined]
+async def _until_done(app: Hephaestus) -> None:
+    while await app.list(status_in=ACTIVE, limit=1):
         await asyncio.sleep(0.05)
 
 
