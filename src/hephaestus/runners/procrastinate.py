@@ -565,20 +565,24 @@ class ProcrastinateRunner:
         task.add_done_callback(self._waking.discard)
 
     async def _advance_due(self) -> None:
-        """Queue drives for the instances with due timers that have no drive queued yet."""
+        """Queue drives, in one batch, for the instances with due timers and no drive queued.
+
+        One batch reads at most `_WAKE_BATCH` instances; if there were that many,
+        another wake-up is queued for the next slot, to read the next ones once
+        these drives have fired theirs.
+        """
         storage = self._storage_or_raise()
-        while True:
-            due = await storage.due_timers(self._now(), _WAKE_BATCH)
-            if not due:
-                return
-            async with self._queue_pool_or_raise().connection() as conn:
-                cursor = await conn.execute(
-                    _QUEUED_DRIVES, {"queue": self.queue, "task": DRIVE, "locks": due}
-                )
-                queued = {str(row[0]) for row in await cursor.fetchall()}
-            await self._defer_drives([iid for iid in due if iid not in queued])
-            if len(due) < _WAKE_BATCH:
-                return
+        due = await storage.due_timers(self._now(), _WAKE_BATCH)
+        if not due:
+            return
+        async with self._queue_pool_or_raise().connection() as conn:
+            cursor = await conn.execute(
+                _QUEUED_DRIVES, {"queue": self.queue, "task": DRIVE, "locks": due}
+            )
+            queued = {str(row[0]) for row in await cursor.fetchall()}
+        await self._defer_drives([iid for iid in due if iid not in queued])
+        if len(due) >= _WAKE_BATCH:
+            await self._queue_wake(math.ceil(time.time() / self.timer_resolution) + 1)
 
     async def _enqueue_advance(self, instance_id: str) -> None:
         """Queue an advance of the instance, unless one is queued already."""
@@ -713,15 +717,20 @@ class ProcrastinateRunner:
             if slot in self._wake_slots and due_at > now + self.timer_resolution:
                 continue
             self._wake_slots[slot] = due_at
-            with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
-                try:
-                    await self._wake.configure(
-                        schedule_at=datetime.fromtimestamp(due_at, UTC) + timedelta(milliseconds=5),
-                        queueing_lock=f"{self.queue}:wake:{slot}",
-                    ).defer_async()
-                except procrastinate_errors.ConnectorException as exc:
-                    del self._wake_slots[slot]
-                    raise StorageError(f"could not queue a timer wake-up: {exc}") from exc
+            await self._queue_wake(slot)
+
+    async def _queue_wake(self, slot: int) -> None:
+        """Queue the wake-up job of a `timer_resolution` slot, unless one is queued."""
+        due_at = slot * self.timer_resolution
+        with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
+            try:
+                await self._wake.configure(
+                    schedule_at=datetime.fromtimestamp(due_at, UTC) + timedelta(milliseconds=5),
+                    queueing_lock=f"{self.queue}:wake:{slot}",
+                ).defer_async()
+            except procrastinate_errors.ConnectorException as exc:
+                self._wake_slots.pop(slot, None)
+                raise StorageError(f"could not queue a timer wake-up: {exc}") from exc
 
 
 _QueuePool = psycopg_pool.AsyncConnectionPool[Any]
