@@ -244,3 +244,27 @@ async def test_the_sweep_drives_a_running_instance_no_job_holds(postgres_url: st
         # A drive is queued now: the next sweep leaves the instance alone.
         await runner.sweep_once()
         assert _queued(postgres_url, "hephaestus.drive") == [(iid, "todo")]
+
+
+async def test_a_result_recorded_by_the_earlier_design_is_applied_and_the_rest_is_driven(
+    postgres_url: str,
+) -> None:
+    runner = _runner(worker=False)
+    storage = PostgresStorage(postgres_url)
+    async with Hephaestus(storage, runner) as app:
+        iid = await app.start_instance(DrLinear, {}, id="drlinear::old")
+        # A queue left by the one-job-per-step design: DrOne's result, recorded, not applied.
+        async with storage.transaction() as tx:
+            outcome = {"kind": "ok", "event": "ok", "updates": {"by": "old"}, "metadata": {}}
+            await tx.record_step_result(iid, "dr_one", 1, outcome, 0.01)
+
+        await runner._advance_job(iid)
+
+        stored = await app.get(iid)
+        assert stored.context.steps["dr_one"] == {"by": "old"}
+        assert stored.active_steps == frozenset({"dr_two"})
+        assert DR_SEEN == []  # dr_one did not run again
+        async with storage.transaction() as tx:
+            assert await tx.step_results(iid) == []
+        # The start's drive, and the advance's for the next step.
+        assert [lock for lock, _ in _queued(postgres_url, "hephaestus.drive")] == [iid, iid]

@@ -47,27 +47,24 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from hephaestus.core import engine
-from hephaestus.core.commands import Command, RunStep
-from hephaestus.core.context import to_json_value
+from hephaestus.core.commands import RunStep
 from hephaestus.core.definition import BaseWorkflow
-from hephaestus.core.engine import Advance, expects_result
+from hephaestus.core.engine import Advance
 from hephaestus.core.facts import TimerScheduled
 from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
-from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import (
-    ContextSerializationError,
     HephaestusError,
     InstanceNotFoundError,
     StorageError,
 )
 from hephaestus.runners._drive import drive
+from hephaestus.runners._recorded import apply_recorded
 from hephaestus.runners._shell import (
     Clock,
     DefinitionCache,
     KeyedLocks,
-    StepRun,
     check_event,
     new_instance,
     report,
@@ -100,64 +97,6 @@ DRIVE = "hephaestus.drive"
 WAKE = "hephaestus.wake"
 ADVANCE = "hephaestus.advance"
 RUN_STEP = "hephaestus.run_step"
-
-
-def _encode(run: StepRun, step_name: str) -> dict[str, Any]:
-    """A step's outcome as JSON for `hephaestus_step_results`.
-
-    What the engine would refuse is recorded so that it fails the instance with
-    the same message as on the local runner.
-    """
-    outcome = as_outcome(run.outcome)
-    try:
-        if isinstance(outcome, Ok):
-            return {
-                "kind": "ok",
-                "event": outcome.event,
-                "updates": to_json_value(outcome.updates, what=f"updates of step {step_name}"),
-                "metadata": to_json_value(outcome.metadata, what=f"metadata of step {step_name}"),
-            }
-    except ContextSerializationError as exc:
-        return {"kind": "invalid", "message": f"ContextSerializationError: {exc}"}
-    if isinstance(outcome, Async):
-        return {
-            "kind": "async",
-            "resume_after": outcome.resume_after,
-            "timeout_event": outcome.timeout_event,
-        }
-    if isinstance(outcome, Error):
-        return {"kind": "error", "reason": outcome.reason, "traceback": outcome.traceback}
-    return {"kind": "unknown", "repr": repr(outcome)}
-
-
-def _decode(data: Mapping[str, Any]) -> Any:
-    kind = data["kind"]
-    if kind == "ok":
-        return Ok(data["event"], data.get("updates"), data.get("metadata"))
-    if kind == "async":
-        return Async(data.get("resume_after"), data.get("timeout_event", "timeout"))
-    if kind == "error":
-        return Error(data["reason"], data.get("traceback"))
-    if kind == "unknown":
-        return _Returned(data["repr"])
-    return _Invalid(data["message"])
-
-
-class _Invalid:
-    """An outcome the engine would refuse; the instance fails with `message`."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-class _Returned:
-    """Something a step returned that is no outcome, as the engine will name it."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
 
 
 class ProcrastinateRunner:
@@ -513,41 +452,17 @@ class ProcrastinateRunner:
         storage = self._storage_or_raise()
         async with storage.transaction() as tx:
             before = await tx.get(instance_id, for_update=True)
-            definition = self._definitions.get(before)
-            results = await tx.step_results(instance_id)
-            instance = before
-            commands: list[Command] = []
-            decisions: list[Advance] = []
-            for row in results:
-                outcome = _decode(row["outcome"])
-                now = self._now()
-                if isinstance(outcome, _Invalid):
-                    if not expects_result(instance, row["step"], row["attempt"]):
-                        continue  # stale, like any result the engine would ignore
-                    decision = engine.fail(instance, outcome.message, now=now)
-                else:
-                    decision = engine.complete_step(
-                        definition,
-                        instance,
-                        row["step"],
-                        outcome,
-                        attempt=row["attempt"],
-                        now=now,
-                        duration=row["duration"],
-                    )
-                decisions.append(decision)
-                instance = decision.instance
-                commands.extend(decision.commands)
-            decisions.append(engine.fire_timers(definition, instance, self._now()))
-            instance = decisions[-1].instance
-            commands.extend(decisions[-1].commands)
-            await tx.delete_step_results([row["id"] for row in results])
-            if instance is not before:
-                await tx.put(instance, before.revision)
-                await self._dispatch(tx, Advance(instance, commands))
-            elif engine.recover(instance):
-                await self._dispatch(tx, Advance(instance, engine.recover(instance)))
-        await self._schedule_wakes(before, instance)
+            rows = await tx.step_results(instance_id)
+            advance, decisions = apply_recorded(
+                self._definitions.get(before), before, rows, self._now()
+            )
+            await tx.delete_step_results([row["id"] for row in rows])
+            if advance.instance is not before:
+                await tx.put(advance.instance, before.revision)
+                await self._dispatch(tx, advance)
+            elif engine.recover(before):
+                await self._dispatch(tx, Advance(before, engine.recover(before)))
+        await self._schedule_wakes(before, advance.instance)
         for decision in decisions:
             report(decision, since=before.updated_at)
 
