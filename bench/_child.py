@@ -24,6 +24,7 @@ _MARKER = "BENCH-RESULT "
 _CHILDREN = {
     "dbos": ("bench.cases._dbos_flows", "measure"),
     "dbos-payload": ("bench.cases._dbos_flows", "measure_payload"),
+    "dbos-queues": ("bench.cases._dbos_queues", "measure"),
     "parked": ("bench.cases.parked_scale", "measure_parked"),
     "dicts": ("bench.cases.parked_scale", "measure_dicts"),
 }

@@ -4,7 +4,9 @@ Two `hephaestus worker` processes share the work of 1,000 instances (fan-out,
 join, a wait with a durable timeout); one is SIGKILLed halfway. The other
 retries the dead worker's stalled jobs, every instance completes, no step
 result is applied twice, and no step runs again after its completion was
-stored. A burst of resumes from several processes to one instance loses none.
+stored. Three workers, one SIGKILLed again and again (and replaced), lose
+nothing either. A burst of resumes from several processes to one instance
+loses none.
 """
 
 from __future__ import annotations
@@ -139,6 +141,79 @@ async def test_two_workers_one_killed_complete_every_instance(
         n = instance.context.initial["n"]
         assert instance.context.steps["dist_join"]["total"] == n * 2 + n + 1
     # The survivor took over the dead worker's jobs without a single error.
+    for output in sorted(tmp_path.glob("worker*.out")):
+        text = output.read_text()
+        assert "Traceback" not in text, text[-3000:]
+
+
+def _stop(processes: list[subprocess.Popen[str]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+DIST_STEPS = ["dist_split", "dist_left", "dist_right", "dist_join", "dist_pause", "dist_finish"]
+
+
+@pytest.mark.slow
+async def test_three_workers_killed_again_and_again_lose_nothing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "executions.log"
+    spawned = 0
+
+    def spawn() -> subprocess.Popen[str]:
+        nonlocal spawned
+        spawned += 1
+        return _worker(postgres_url, log, tmp_path / f"worker{spawned}.out")
+
+    alive = [spawn() for _ in range(3)]
+    everyone = list(alive)
+    try:
+        async with make_app(postgres_url) as app:
+            for first in range(0, INSTANCES, 100):
+                await asyncio.gather(
+                    *(DistFlow.start(f"k{n}", {"n": n}) for n in range(first, first + 100))
+                )
+            # Five logged steps per instance; a kill after every fifth of them, mid-step
+            # for some, each time of a different worker, replaced by a fresh one.
+            for kill in range(1, 5):
+                await _until(
+                    lambda kill=kill: len(executions(log)) >= INSTANCES * kill,
+                    180,
+                    f"{kill}/5 of the steps",
+                )
+                doomed = alive.pop(kill % len(alive))
+                doomed.send_signal(signal.SIGKILL)
+                doomed.wait(timeout=10)
+                replacement = spawn()
+                alive.append(replacement)
+                everyone.append(replacement)
+                for n in range(kill, INSTANCES, 11):
+                    instance = await app.get(f"dist::k{n}")
+                    if "dist_pause" in instance.waiting_steps:
+                        with contextlib.suppress(InstanceNotWaitingError, InvalidEventError):
+                            await app.resume(instance.id, "go")
+
+        instances = await _all_final(postgres_url, timeout=300)
+    finally:
+        _stop(everyone)
+    assert len(instances) == INSTANCES
+    assert_all_completed_once(
+        instances, log, steps=[*DIST_STEPS, "done"], not_logged=["dist_pause", "done"]
+    )
+    for instance in instances:
+        n = instance.context.initial["n"]
+        assert instance.context.steps["dist_join"]["total"] == n * 2 + n + 1
+    # Some steps ran again after a kill: at least once, with the same attempt number.
+    attempts = {(iid, step): attempt for iid, step, attempt, _ in executions(log)}
+    assert set(attempts.values()) == {1}
     for output in sorted(tmp_path.glob("worker*.out")):
         text = output.read_text()
         assert "Traceback" not in text, text[-3000:]

@@ -1,76 +1,78 @@
 """`ProcrastinateRunner`: run instances on many workers and machines, on Procrastinate.
 
 Procrastinate is a PostgreSQL job queue; this runner keeps no scheduler of its
-own. Three jobs, all on one queue:
+own. It distributes *instances that have work*, not steps: one job per
+wake-up of an instance, on one queue.
 
-- `hephaestus.advance(instance_id)` — *locked* by the instance id, so two
-  workers never advance one instance at once. It applies the step results
-  recorded for the instance and fires its due timers, through the pure engine,
-  and writes the new state.
-- `hephaestus.run_step(instance_id, step, attempt)` — not locked: fan-out
-  branches run in parallel on any worker. It runs one attempt and records the
-  result in `hephaestus_step_results`, then enqueues an advance.
-- `hephaestus.wake(instance_id)` — a small *unlocked* job scheduled at a
-  timer's due time that only enqueues an advance. Timers, retry backoff and
-  `schedule_resume` are never locked future jobs: a locked job waiting for its
+- `hephaestus.drive(instance_id)` — *locked* by the instance id, so one worker
+  at a time holds an instance. That worker runs the instance's steps in its
+  own process until the instance parks or finishes: consecutive steps one
+  after the other, fan-out branches at once (see `hephaestus.runners._drive`).
+  Each new state is written with the storage's group commit, so the writes of
+  every instance a worker drives share transactions.
+- `hephaestus.wake()` — a small *unlocked* job scheduled when timers come due.
+  One wake job serves every timer due in the same `timer_resolution` slot: it
+  reads the instances with due timers and queues their drives in one batch.
+  Timers are never locked future jobs: a locked job waiting for its
   `scheduled_at` would block every job of its lock until then.
+- `hephaestus.advance(instance_id)` and `hephaestus.run_step(...)` — the jobs of
+  the earlier one-job-per-step design, kept so that a queue left by it drains:
+  an advance applies stored step results, a run_step queues a drive.
 
-Every state write happens in one PostgreSQL transaction with the jobs it
-implies (`configure(connection=...)`): a step result is stored together with
-its advance job, a new state together with the run_step and wake jobs it
-needs. So no event is lost and no job points at a state that was not stored.
-Each job is idempotent — Procrastinate marks a job finished in a separate
-transaction, so a job may run twice: a result is recorded once per attempt
-(unique key) and applied once (the engine ignores results for steps no longer
-active at that attempt), an advance with nothing to apply changes nothing.
+`start_instance`, `resume`, `cancel`, `schedule_resume` and `cancel_timer`
+apply their change in the caller's process, under a row lock on the instance,
+and queue the drive the new state needs in the same transaction: the event is
+validated against the stored state and written before the call returns, and
+no state that needs a worker is stored without its job.
 
-`resume`, `cancel`, `schedule_resume` and `start_instance` apply their change
-directly, in the caller's process, under a row lock on the instance: the
-event is validated against the stored state and written before the call
-returns. A worker killed mid-step leaves its job `doing`; every worker checks
-for jobs of stalled workers and retries them, so the step runs again on
-another worker with the same attempt number and idempotency key (steps run at
-least once).
+A worker killed mid-drive leaves its job `doing`; every worker retries the
+jobs of workers that stopped sending heartbeats, so another worker drives the
+instance from its last stored state: a step whose result was stored never
+runs again; one that was running runs again with the same attempt number and
+idempotency key (steps run at least once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from hephaestus.core import engine
-from hephaestus.core.commands import Command, RunStep
-from hephaestus.core.context import to_json_value
+from hephaestus.core.commands import RunStep
 from hephaestus.core.definition import BaseWorkflow
-from hephaestus.core.engine import Advance, expects_result
+from hephaestus.core.engine import Advance
 from hephaestus.core.facts import TimerScheduled
 from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
-from hephaestus.core.outcomes import Async, Error, Ok, as_outcome
 from hephaestus.core.step import Step
 from hephaestus.errors import (
-    ContextSerializationError,
+    HephaestusError,
+    InstanceNotFoundError,
     StorageError,
 )
+from hephaestus.runners._drive import drive
+from hephaestus.runners._recorded import apply_recorded
 from hephaestus.runners._shell import (
     Clock,
     DefinitionCache,
     KeyedLocks,
-    StepRun,
     check_event,
     new_instance,
     report,
-    run_attempt,
     step_key,
     utc_now,
 )
 from hephaestus.runners.base import TimerHandle
+from hephaestus.storage._group_commit import GroupCommit
 from hephaestus.storage.base import Storage
 from hephaestus.telemetry import lifecycle
 
@@ -78,6 +80,7 @@ try:
     import procrastinate
     import psycopg_pool
     from procrastinate import exceptions as procrastinate_errors
+    from psycopg import sql
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the distributed runner needs its extra: pip install 'hephaestus-workflows[distributed]'"
@@ -90,81 +93,28 @@ __all__ = ["ProcrastinateRunner"]
 
 logger = logging.getLogger("hephaestus.runner.procrastinate")
 
+DRIVE = "hephaestus.drive"
+WAKE = "hephaestus.wake"
 ADVANCE = "hephaestus.advance"
 RUN_STEP = "hephaestus.run_step"
-WAKE = "hephaestus.wake"
-
-
-def _encode(run: StepRun, step_name: str) -> dict[str, Any]:
-    """A step's outcome as JSON for `hephaestus_step_results`.
-
-    What the engine would refuse is recorded so that it fails the instance with
-    the same message as on the local runner.
-    """
-    outcome = as_outcome(run.outcome)
-    try:
-        if isinstance(outcome, Ok):
-            return {
-                "kind": "ok",
-                "event": outcome.event,
-                "updates": to_json_value(outcome.updates, what=f"updates of step {step_name}"),
-                "metadata": to_json_value(outcome.metadata, what=f"metadata of step {step_name}"),
-            }
-    except ContextSerializationError as exc:
-        return {"kind": "invalid", "message": f"ContextSerializationError: {exc}"}
-    if isinstance(outcome, Async):
-        return {
-            "kind": "async",
-            "resume_after": outcome.resume_after,
-            "timeout_event": outcome.timeout_event,
-        }
-    if isinstance(outcome, Error):
-        return {"kind": "error", "reason": outcome.reason, "traceback": outcome.traceback}
-    return {"kind": "unknown", "repr": repr(outcome)}
-
-
-def _decode(data: Mapping[str, Any]) -> Any:
-    kind = data["kind"]
-    if kind == "ok":
-        return Ok(data["event"], data.get("updates"), data.get("metadata"))
-    if kind == "async":
-        return Async(data.get("resume_after"), data.get("timeout_event", "timeout"))
-    if kind == "error":
-        return Error(data["reason"], data.get("traceback"))
-    if kind == "unknown":
-        return _Returned(data["repr"])
-    return _Invalid(data["message"])
-
-
-class _Invalid:
-    """An outcome the engine would refuse; the instance fails with `message`."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-class _Returned:
-    """Something a step returned that is no outcome, as the engine will name it."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
 
 
 class ProcrastinateRunner:
-    """Runs instances as Procrastinate jobs on any number of worker processes.
+    """Runs instances on any number of worker processes, one Procrastinate job per wake-up.
 
     - `queue`: the Procrastinate queue the jobs go to.
     - `worker`: also run a worker inside this process while the app is open
       (handy for tests and single-machine deployments); otherwise start workers
       with `hephaestus worker --app MODULE:app`.
-    - `concurrency`: jobs one worker runs at once.
+    - `concurrency`: instances one worker drives at once (each with all of
+      its running branches).
     - `stalled_after`: seconds without a heartbeat after which a worker's jobs
       are retried elsewhere; `heartbeat` is how often workers send one.
+    - `step_threads`: threads a worker runs sync steps on.
     - `poll_interval`: how often an idle worker looks for jobs that became due
       (timers); new jobs wake workers at once through LISTEN/NOTIFY.
+    - `timer_resolution`: timers due within the same slot of this many seconds
+      share one wake-up job (a timer fires at most this much later).
     """
 
     def __init__(
@@ -177,16 +127,20 @@ class ProcrastinateRunner:
         heartbeat: float = 10.0,
         step_threads: int = 16,
         poll_interval: float = 0.2,
+        timer_resolution: float = 0.1,
         clock: Clock = utc_now,
     ) -> None:
         if heartbeat >= stalled_after:
             raise ValueError("heartbeat must be shorter than stalled_after")
+        if timer_resolution <= 0:
+            raise ValueError("timer_resolution must be positive")
         self.queue = queue
         self._embedded_worker = worker
         self.concurrency = concurrency
         self.stalled_after = stalled_after
         self.heartbeat = heartbeat
         self.poll_interval = poll_interval
+        self.timer_resolution = timer_resolution
         self._now = clock
         bind = getattr(clock, "bind", None)
         if callable(bind):
@@ -198,15 +152,26 @@ class ProcrastinateRunner:
         self._instance_locks = KeyedLocks()
         self._pool: ThreadPoolExecutor | None = None
         self._worker_task: asyncio.Task[None] | None = None
-        self._queue_pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+        self._queue_pool: _QueuePool | None = None
+        #: Wake-up slots this process queued a wake job for (slot -> due time): skip them.
+        self._wake_slots: dict[int, float] = {}
+        #: Starts made at the same moment share one transaction (and one batch of drives).
+        self._starts: GroupCommit[_Start] = GroupCommit(
+            self._write_starts,
+            name="hephaestus starts",
+            interrupted="the runner closed before this start was stored; it was not",
+        )
         self.procrastinate = procrastinate.App(connector=procrastinate.PsycopgConnector())
         retry = procrastinate.RetryStrategy(max_attempts=20, wait=1)
         task = self.procrastinate.task
-        # No retry for advances: a retried job could collide with a newer queued advance
-        # on the queueing lock (Procrastinate #1543); the sweep below re-enqueues instead.
+        # Drives have no queueing lock, so a retried drive never collides with a queued
+        # one (Procrastinate #1543); a drive with nothing to do is cheap.
+        self._drive = task(name=DRIVE, queue=queue, retry=retry)(self._drive_job)
+        # No retry for wake-ups and advances: a retry could collide with a newer queued
+        # job on its queueing lock (Procrastinate #1543); the sweep covers what they miss.
+        self._wake = task(name=WAKE, queue=queue)(self._wake_job)
         self._advance = task(name=ADVANCE, queue=queue)(self._advance_job)
         self._run_step = task(name=RUN_STEP, queue=queue, retry=retry)(self._run_step_job)
-        self._wake = task(name=WAKE, queue=queue, retry=retry)(self._wake_job)
 
     # -- lifecycle --
 
@@ -221,33 +186,49 @@ class ProcrastinateRunner:
         if self._storage is not None:
             raise StorageError("this ProcrastinateRunner is already open")
         await storage.check_job_queue_schema()
-        # Procrastinate gets a pool of its own: it opens its LISTEN connection with the
-        # pool's settings plus autocommit, which the storage's pool already sets.
-        queue_pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
-            storage.url,
-            min_size=1,
-            max_size=self.concurrency + 2,
-            open=False,
-            check=psycopg_pool.AsyncConnectionPool.check_connection,
-            name=f"hephaestus jobs {storage.where}",
-        )
-        await queue_pool.open(wait=True, timeout=storage.connect_timeout)
-        self._queue_pool = queue_pool
+        self._queue_pool = await self._open_queue_pool(storage)
         self._storage = storage
         self._pool = ThreadPoolExecutor(self._step_threads, thread_name_prefix="hephaestus-step")
-        await self.procrastinate.open_async(queue_pool)
+        await self.procrastinate.open_async(self._queue_pool)
         lifecycle.runner_init(type(self).__name__, type(storage).__name__, queue=self.queue)
         if self._embedded_worker:
             self._worker_task = asyncio.create_task(
                 self.run_worker(install_signal_handlers=False), name="hephaestus:worker"
             )
 
+    async def _open_queue_pool(
+        self, storage: PostgresStorage
+    ) -> psycopg_pool.AsyncConnectionPool[Any]:
+        """Procrastinate's own pool: autocommit, no check on checkout.
+
+        Each queue query is one statement, so autocommit spares a BEGIN and a
+        COMMIT round trip around it, and a connection is not pinged before
+        every use (a broken one fails its query, is discarded by the pool, and
+        the job or call is retried). Procrastinate's LISTEN connection takes
+        the same settings.
+        """
+        pool: _QueuePool = psycopg_pool.AsyncConnectionPool(
+            storage.url,
+            min_size=1,
+            max_size=min(self.concurrency, 16) + 4,
+            open=False,
+            # Not `kwargs`: Procrastinate opens its LISTEN connection with the pool's
+            # kwargs plus its own `autocommit=True`, and refuses a second one.
+            configure=_autocommit,
+            name=f"hephaestus jobs {storage.where}",
+        )
+        await pool.open(wait=True, timeout=storage.connect_timeout)
+        return pool
+
     async def close(self) -> None:
+        await self._starts.drain()
         if self._worker_task is not None:
             self._worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
             self._worker_task = None
+        for task in list(self._waking):
+            task.cancel()
         if self._storage is not None:
             await self.procrastinate.close_async()
             self._storage = None
@@ -287,13 +268,19 @@ class ProcrastinateRunner:
     async def _recover_stalled(self, job: procrastinate.jobs.Job) -> None:
         """Take over a job of a dead worker.
 
-        A step job is retried as it is. A stalled advance is closed and a fresh
-        advance queued instead: retrying it could collide with an advance queued
-        meanwhile on the queueing lock (Procrastinate #1543), and while it stays
-        `doing` its lock would block every advance of the instance.
+        A drive (or a step job of the earlier design) is retried as it is: the
+        instance is driven again from its last stored state. A stalled advance
+        is closed and a fresh advance queued instead: retrying it could collide
+        with an advance queued meanwhile on the queueing lock (Procrastinate
+        #1543), and while it stays `doing` its lock would block the instance.
         """
         manager = self.procrastinate.job_manager
         logger.warning("taking over job %s of a stalled worker: %s", job.id, job.task_name)
+        if job.task_name == WAKE:
+            # Its queueing lock may be taken by a newer wake-up: close it; the sweep
+            # queues the drives of the timers it would have fired.
+            await manager.finish_job(job, procrastinate.jobs.Status.FAILED, delete_job=True)
+            return
         if job.task_name != ADVANCE:
             await manager.retry_job(job)
             return
@@ -321,8 +308,11 @@ class ProcrastinateRunner:
 
         - Jobs of workers that stopped sending heartbeats (killed) are retried.
         - Instances with step results or due timers that nobody applied for
-          `stalled_after` seconds (their advance failed, or its process died
-          between storing a result and queueing the advance) get an advance.
+          `stalled_after` seconds (a wake-up or an advance failed, or its
+          process died before queueing it) get an advance.
+        - Running instances with no drive queued or running that were not
+          written for `stalled_after` seconds (a drive gave up: the database
+          was down longer than its retries) get a drive.
 
         One worker of the queue sweeps at a time: the sweep holds a PostgreSQL
         advisory lock (taken without waiting: a worker that finds it held skips
@@ -346,6 +336,14 @@ class ProcrastinateRunner:
                     logger.exception("could not take over stalled job %s", job.id)
             for instance_id in await storage.unattended_instances(self.stalled_after):
                 await self._enqueue_advance(instance_id)
+            undriven_query = sql.SQL(_UNDRIVEN).format(schema=sql.Identifier(storage.schema))
+            cursor = await conn.execute(
+                undriven_query, {"seconds": self.stalled_after, "queue": self.queue}
+            )
+            undriven = [str(row[0]) for row in await cursor.fetchall()]
+            if undriven:
+                logger.warning("driving %d running instances nobody drives", len(undriven))
+                await self._defer_drives(undriven)
         return taken
 
     # -- the runner protocol --
@@ -359,7 +357,7 @@ class ProcrastinateRunner:
         version: int | None = None,
         telemetry_metadata: Mapping[str, Any] | None = None,
     ) -> str:
-        storage = self._storage_or_raise()
+        self._storage_or_raise()
         advance = new_instance(
             workflow,
             context,
@@ -368,11 +366,10 @@ class ProcrastinateRunner:
             telemetry_metadata=telemetry_metadata,
             now=self._now(),
         )
-        async with storage.transaction() as tx:
-            await tx.put(advance.instance, None)
-            # Results an earlier instance with this id left unapplied are not this one's.
-            await tx.forget_step_results(id)
-            await self._dispatch(tx, None, advance)
+        start = _Start(advance)
+        await self._starts.submit(start)
+        advance = start.advance
+        await self._schedule_wakes(None, advance.instance)
         lifecycle.workflow_start(advance.instance, runner=type(self).__name__)
         report(advance)
         return id
@@ -392,7 +389,7 @@ class ProcrastinateRunner:
 
         def decide(instance: Instance) -> Advance:
             # An event held for a step that has not parked yet is consumed by the
-            # advance job's engine call that parks it.
+            # drive's engine call that parks it.
             definition = self._definitions.get(instance)
             return engine.deliver(
                 definition, instance, event, now=self._now(), step=key, data=checked
@@ -439,71 +436,49 @@ class ProcrastinateRunner:
 
     # -- jobs --
 
+    async def _drive_job(self, instance_id: str) -> None:
+        await drive(
+            self._storage_or_raise(),
+            self._definitions.get,
+            instance_id,
+            now=self._now,
+            executor=self._pool,
+            written=self._schedule_wakes,
+        )
+
+    async def _wake_job(self, instance_id: str | None = None) -> None:
+        """Queue a drive, in one batch, for every instance whose timer is due now.
+
+        (`instance_id` is what wake jobs of the earlier design carry; every due
+        timer is served either way.)
+        """
+        await self._advance_due()
+
     async def _run_step_job(self, instance_id: str, step: str, attempt: int) -> None:
-        storage = self._storage_or_raise()
-        instance = await storage.get(instance_id)
-        if not expects_result(instance, step, attempt):
-            return  # stale: finished, already applied, or failed with its retry pending
-        definition = self._definitions.get(instance)
-        run = await run_attempt(definition, instance, step, attempt, self._pool)
-        async with storage.transaction() as tx:
-            # Checked again under the row lock: the instance may have been cancelled, or
-            # even replaced by a new instance with the same id, while the step ran.
-            current = await tx.get(instance_id, for_update=True)
-            if current.created_at != instance.created_at or not expects_result(
-                current, step, attempt
-            ):
-                return
-            outcome = _encode(run, definition.nodes[step].name)
-            await tx.record_step_result(instance_id, step, attempt, outcome, run.duration)
-        # Enqueued after the result is committed: an advance that is still queued (and
-        # so makes this one redundant) is sure to read the result when it runs.
-        await self._enqueue_advance(instance_id)
+        """A step job of the earlier design, left in the queue: the instance's drive runs it."""
+        await self._defer_drives([instance_id])
 
     async def _advance_job(self, instance_id: str) -> None:
+        """Apply step results recorded by the earlier design and due timers, then queue a drive."""
         storage = self._storage_or_raise()
         async with storage.transaction() as tx:
             before = await tx.get(instance_id, for_update=True)
-            definition = self._definitions.get(before)
-            results = await tx.step_results(instance_id)
-            instance = before
-            commands: list[Command] = []
-            decisions: list[Advance] = []
-            for row in results:
-                outcome = _decode(row["outcome"])
-                now = self._now()
-                if isinstance(outcome, _Invalid):
-                    if not expects_result(instance, row["step"], row["attempt"]):
-                        continue  # stale, like any result the engine would ignore
-                    decision = engine.fail(instance, outcome.message, now=now)
-                else:
-                    decision = engine.complete_step(
-                        definition,
-                        instance,
-                        row["step"],
-                        outcome,
-                        attempt=row["attempt"],
-                        now=now,
-                        duration=row["duration"],
-                    )
-                decisions.append(decision)
-                instance = decision.instance
-                commands.extend(decision.commands)
-            decisions.append(engine.fire_timers(definition, instance, self._now()))
-            instance = decisions[-1].instance
-            commands.extend(decisions[-1].commands)
-            await tx.delete_step_results([row["id"] for row in results])
-            if instance is not before:
-                await tx.put(instance, before.revision)
-                await self._dispatch(tx, before, Advance(instance, commands))
+            rows = await tx.step_results(instance_id)
+            advance, decisions = apply_recorded(
+                self._definitions.get(before), before, rows, self._now()
+            )
+            await tx.delete_step_results([row["id"] for row in rows])
+            if advance.instance is not before:
+                await tx.put(advance.instance, before.revision)
+                await self._dispatch(tx, advance)
+            elif engine.recover(before):
+                await self._dispatch(tx, Advance(before, engine.recover(before)))
+        await self._schedule_wakes(before, advance.instance)
         for decision in decisions:
             report(decision, since=before.updated_at)
 
-    async def _wake_job(self, instance_id: str) -> None:
-        await self._enqueue_advance(instance_id)
-
     def wake_timers(self) -> None:
-        """Queue an advance now for every instance with a due timer (the clock moved, say).
+        """Queue a drive now for every instance with a due timer (the clock moved, say).
 
         A timer's wake-up job is scheduled at its due time by the real clock;
         a test's `VirtualClock` calls this when it moves so that the timers
@@ -516,23 +491,54 @@ class ProcrastinateRunner:
         task.add_done_callback(self._waking.discard)
 
     async def _advance_due(self) -> None:
+        """Queue drives, in one batch, for the instances with due timers and no drive queued.
+
+        One batch reads at most `_WAKE_BATCH` instances; if there were that many,
+        another wake-up is queued for the next slot, to read the next ones once
+        these drives have fired theirs.
+        """
         storage = self._storage_or_raise()
-        for instance_id in await storage.due_timers(self._now()):
-            await self._enqueue_advance(instance_id)
+        due = await storage.due_timers(self._now(), _WAKE_BATCH)
+        if not due:
+            return
+        async with self._queue_pool_or_raise().connection() as conn:
+            cursor = await conn.execute(
+                _QUEUED_DRIVES, {"queue": self.queue, "task": DRIVE, "locks": due}
+            )
+            queued = {str(row[0]) for row in await cursor.fetchall()}
+        await self._defer_drives([iid for iid in due if iid not in queued])
+        if len(due) >= _WAKE_BATCH:
+            await self._queue_wake(math.ceil(time.time() / self.timer_resolution) + 1)
 
     async def _enqueue_advance(self, instance_id: str) -> None:
-        """Queue an advance of the instance, unless one is queued already.
-
-        The lock serialises advances of one instance; the queueing lock keeps at
-        most one waiting, so a burst of results does not pile up advances.
-        """
+        """Queue an advance of the instance, unless one is queued already."""
         # An AlreadyEnqueued advance will apply what is stored now.
         with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
             await self._advance.configure(lock=instance_id, queueing_lock=instance_id).defer_async(
                 instance_id=instance_id
             )
 
+    async def _defer_drives(self, instance_ids: list[str], connection: Any = None) -> None:
+        """Queue one drive per instance, all in one statement (on `connection`, if given)."""
+        if not instance_ids:
+            return
+        jobs = [
+            self._drive.configure(lock=instance_id).make_new_job(instance_id=instance_id)
+            for instance_id in instance_ids
+        ]
+        try:
+            await self.procrastinate.job_manager.batch_defer_jobs_async(jobs, connection=connection)
+        except procrastinate_errors.ConnectorException as exc:
+            raise StorageError(f"could not queue {len(jobs)} drive job(s): {exc}") from exc
+
     # -- internals --
+
+    def _queue_pool_or_raise(self) -> _QueuePool:
+        if self._queue_pool is None:
+            raise StorageError(
+                "the runner is not open; use it through `async with Hephaestus(...)`"
+            )
+        return self._queue_pool
 
     def _storage_or_raise(self) -> PostgresStorage:
         if self._storage is None:
@@ -542,7 +548,7 @@ class ProcrastinateRunner:
         return self._storage
 
     async def _apply(self, instance_id: str, decide: Callable[[Instance], Advance]) -> Advance:
-        """Apply a caller's change under the instance's row lock, with the jobs it implies,
+        """Apply a caller's change under the instance's row lock, with the drive it implies,
         then report its facts.
 
         Calls for one instance from this process queue here, one at a time: a
@@ -555,60 +561,165 @@ class ProcrastinateRunner:
             advance = decide(before)
             if advance.instance is not before:
                 await tx.put(advance.instance, before.revision)
-                await self._dispatch(tx, before, advance)
+                await self._dispatch(tx, advance)
+        if advance.instance is not before:
+            await self._schedule_wakes(before, advance.instance)
         report(advance, since=before.updated_at)
         return advance
 
-    async def _dispatch(
-        self, tx: PostgresTransaction, before: Instance | None, advance: Advance
-    ) -> None:
-        """Enqueue, in the state's own transaction, the step runs and timer wake-ups it needs.
+    async def _write_starts(self, batch: list[_Start]) -> list[HephaestusError | None]:
+        """Store new instances started at the same moment in one transaction, with their drives.
 
-        Stopping steps needs no job: their results arrive at an instance that no
-        longer expects them and are ignored.
+        A start the storage refuses (an instance with its id is running) fails
+        alone. If the transaction itself fails, each start is tried again in a
+        transaction of its own, so one bad start never fails the others.
         """
-        instance = advance.instance
-        for command in advance.commands:
-            if isinstance(command, RunStep):
-                await self._defer(
-                    tx,
-                    self._run_step,
-                    instance_id=instance.id,
-                    step=command.step,
-                    attempt=command.attempt,
-                )
-        known = set() if before is None else {timer.id for timer in before.timers}
-        for timer in instance.timers:
-            if timer.id not in known and instance.status.is_active:
-                await self._defer(
-                    tx,
-                    self._wake,
-                    schedule_at=timer.due_at + timedelta(milliseconds=5),
-                    instance_id=instance.id,
-                )
-
-    async def _defer(
-        self,
-        tx: PostgresTransaction,
-        task: Any,
-        *,
-        lock: str | None = None,
-        schedule_at: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        options: dict[str, Any] = {"connection": tx.connection}
-        if lock is not None:
-            options["lock"] = lock
-        if schedule_at is not None:
-            options["schedule_at"] = schedule_at
+        storage = self._storage_or_raise()
         try:
-            await task.configure(**options).defer_async(**kwargs)
-        except procrastinate_errors.ConnectorException as exc:
-            raise StorageError(f"could not enqueue {task.name}: {exc}") from exc
+            async with storage.transaction() as tx:
+                outcomes = [await self._store_start(tx, start) for start in batch]
+                started = [s.advance for s, outcome in zip(batch, outcomes, strict=True)]
+                await self._defer_drives(
+                    [
+                        advance.instance.id
+                        for advance, outcome in zip(started, outcomes, strict=True)
+                        if outcome is None and _runs_steps(advance)
+                    ],
+                    tx.connection,
+                )
+            return outcomes
+        except Exception:
+            if len(batch) == 1:
+                raise
+        alone: list[HephaestusError | None] = []
+        for start in batch:
+            try:
+                [outcome] = await self._write_starts([start])
+            except HephaestusError as exc:
+                outcome = exc
+            alone.append(outcome)
+        return alone
 
+    async def _store_start(self, tx: PostgresTransaction, start: _Start) -> HephaestusError | None:
+        try:
+            start.advance, replaces = await _after_previous(tx, start.advance)
+            await tx.put(start.advance.instance, None)
+        except HephaestusError as exc:
+            return exc  # refused before anything of it was written
+        if replaces:
+            # Results an earlier instance with this id left unapplied are not this one's.
+            await tx.forget_step_results(start.advance.instance.id)
+        return None
+
+    async def _dispatch(self, tx: PostgresTransaction, advance: Advance) -> None:
+        """Queue, in the state's own transaction, the drive its new steps need.
+
+        Stopping steps needs no job: a driver that runs them learns of the new
+        state at its next write, and the engine ignores their results.
+        """
+        if _runs_steps(advance):
+            await self._defer_drives([advance.instance.id], tx.connection)
+
+    async def _schedule_wakes(self, before: Instance | None, instance: Instance) -> None:
+        """Queue the wake-up jobs of the instance's new timers, one per `timer_resolution` slot.
+
+        Queued after the state is committed: if this process dies first, the
+        sweep finds the overdue timer. A slot's wake job serves every timer
+        due in it (its queueing lock keeps one per slot across workers).
+        """
+        if not instance.status.is_active or not instance.timers:
+            return
+        known = set() if before is None else {timer.id for timer in before.timers}
+        now = time.time()
+        for slot, due in list(self._wake_slots.items()):
+            if due < now - 1.0:
+                del self._wake_slots[slot]
+        for timer in instance.timers:
+            if timer.id in known:
+                continue
+            slot = math.ceil(timer.due_at.timestamp() / self.timer_resolution)
+            due_at = slot * self.timer_resolution
+            # A slot already past may have had its wake-up run: queue one again.
+            if slot in self._wake_slots and due_at > now + self.timer_resolution:
+                continue
+            self._wake_slots[slot] = due_at
+            await self._queue_wake(slot)
+
+    async def _queue_wake(self, slot: int) -> None:
+        """Queue the wake-up job of a `timer_resolution` slot, unless one is queued."""
+        due_at = slot * self.timer_resolution
+        with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
+            try:
+                await self._wake.configure(
+                    schedule_at=datetime.fromtimestamp(due_at, UTC) + timedelta(milliseconds=5),
+                    queueing_lock=f"{self.queue}:wake:{slot}",
+                ).defer_async()
+            except procrastinate_errors.ConnectorException as exc:
+                self._wake_slots.pop(slot, None)
+                raise StorageError(f"could not queue a timer wake-up: {exc}") from exc
+
+
+_QueuePool = psycopg_pool.AsyncConnectionPool[Any]
+
+
+async def _autocommit(connection: Any) -> None:
+    await connection.set_autocommit(True)
+
+
+#: Timers one wake-up reads per query.
+_WAKE_BATCH = 1000
 
 #: Held (for one transaction) by the worker that sweeps a queue for stalled work.
 _TRY_SWEEP_LOCK: LiteralString = "SELECT pg_try_advisory_xact_lock(%(key)s::bigint)"
+
+#: Of the given instance ids, those with a drive queued and not started (it will read them).
+_QUEUED_DRIVES: LiteralString = """
+SELECT lock FROM procrastinate_jobs
+WHERE queue_name = %(queue)s AND task_name = %(task)s AND status = 'todo'
+    AND lock = ANY(%(locks)s::text[])
+"""
+
+#: Running instances not written for a while that no drive (queued or running) holds.
+_UNDRIVEN: LiteralString = """
+SELECT i.id FROM {schema}.workflow_instances i
+WHERE i.status = 'running' AND i.updated_at < now() - make_interval(secs => %(seconds)s)
+    AND NOT EXISTS (
+        SELECT 1 FROM procrastinate_jobs j
+        WHERE j.lock = i.id AND j.queue_name = %(queue)s AND j.status IN ('todo', 'doing')
+    )
+LIMIT 1000
+"""
+
+
+class _Start:
+    """One `start_instance` waiting for the batch that stores it (its advance may be renumbered)."""
+
+    __slots__ = ("advance",)
+
+    def __init__(self, advance: Advance) -> None:
+        self.advance = advance
+
+
+def _runs_steps(advance: Advance) -> bool:
+    return any(isinstance(command, RunStep) for command in advance.commands)
+
+
+async def _after_previous(tx: PostgresTransaction, advance: Advance) -> tuple[Advance, bool]:
+    """A new instance numbered past the finished instance it replaces (same id), if any;
+    and whether there is one.
+
+    A worker may still run a step of a cancelled instance when a new instance
+    takes its id; its write expects the old instance's revision, so the new
+    instance's revisions must never meet the old ones.
+    """
+    try:
+        previous = await tx.get(advance.instance.id, for_update=True)
+    except InstanceNotFoundError:
+        return advance, False
+    if previous.revision < advance.instance.revision:
+        return advance, True
+    renumbered = advance.instance.evolve(revision=previous.revision + 1)
+    return dataclasses.replace(advance, instance=renumbered), True
 
 
 def _sweep_key(queue: str) -> int:
