@@ -17,16 +17,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = [
-    "Floor",
-    "postgres_batched_floor",
-    "postgres_floor",
-    "sqlite_batched_floor",
-    "sqlite_floor",
-]
+__all__ = ["BATCH", "Floor", "postgres_floor", "sqlite_floor"]
 
 #: Upserts per transaction of the batched floor.
 BATCH = 1_000
@@ -50,8 +45,8 @@ class Floor:
         return {"upserts": self.upserts, "seconds": self.seconds, "per_second": self.per_second}
 
 
-def sqlite_floor(path: Path, document: str, upserts: int, distinct: int) -> Floor:
-    """Upsert `document` under `distinct` ids in turn, `upserts` times, one commit each."""
+def sqlite_floor(path: Path, document: str, upserts: int, distinct: int, batch: int = 1) -> Floor:
+    """Upsert `document` under `distinct` ids in turn, `upserts` times, `batch` per commit."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -64,24 +59,19 @@ def sqlite_floor(path: Path, document: str, upserts: int, distinct: int) -> Floo
             "ON CONFLICT (id) DO UPDATE SET document = excluded.document"
         )
 
-        def commit_one(i: int) -> None:
+        def commit(first: int) -> None:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(upsert, (f"floor::{i % distinct}", _version(document, i)))
+            conn.executemany(upsert, _rows(document, first, batch, distinct))
             conn.execute("COMMIT")
 
-        # Until the log has been checkpointed and is reused, each commit also grows the file.
-        for i in range(min(_WARM_UP, upserts)):
-            commit_one(i)
-        started = time.perf_counter()
-        for i in range(upserts):
-            commit_one(i)
-        return Floor(upserts, time.perf_counter() - started)
+        return _timed(commit, upserts, batch)
     finally:
         conn.close()
 
 
-def postgres_floor(url: str, document: str, upserts: int, distinct: int) -> Floor:
-    """The same on PostgreSQL with psycopg: a `jsonb` row, autocommit, one statement each."""
+def postgres_floor(url: str, document: str, upserts: int, distinct: int, batch: int = 1) -> Floor:
+    """The same on PostgreSQL with psycopg: a `jsonb` row; one autocommit statement each, or
+    `batch` of them sent in one pipeline, in one transaction."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -94,76 +84,30 @@ def postgres_floor(url: str, document: str, upserts: int, distinct: int) -> Floo
             "ON CONFLICT (id) DO UPDATE SET document = excluded.document"
         )
 
-        def commit_one(i: int) -> None:
-            conn.execute(upsert, (f"floor::{i % distinct}", _version(document, i)), prepare=True)
-
-        for i in range(min(_WARM_UP, upserts)):
-            commit_one(i)
-        started = time.perf_counter()
-        for i in range(upserts):
-            commit_one(i)
-        return Floor(upserts, time.perf_counter() - started)
-
-
-def sqlite_batched_floor(path: Path, document: str, upserts: int, distinct: int) -> Floor:
-    """The floor of a group-committing engine: the same upserts, `BATCH` per transaction."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS bench_floor (id TEXT PRIMARY KEY, document TEXT NOT NULL)"
-        )
-        upsert = (
-            "INSERT INTO bench_floor (id, document) VALUES (?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET document = excluded.document"
-        )
-
-        def commit_batch(first: int) -> None:
-            rows = [
-                (f"floor::{i % distinct}", _version(document, i))
-                for i in range(first, first + BATCH)
-            ]
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(upsert, rows)
-            conn.execute("COMMIT")
-
-        commit_batch(0)
-        started = time.perf_counter()
-        for first in range(0, upserts, BATCH):
-            commit_batch(first)
-        return Floor(-(-upserts // BATCH) * BATCH, time.perf_counter() - started)
-    finally:
-        conn.close()
-
-
-def postgres_batched_floor(url: str, document: str, upserts: int, distinct: int) -> Floor:
-    """The same on PostgreSQL: `BATCH` upserts sent in one pipeline, one transaction."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SET synchronous_commit = on")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS bench_floor (id text PRIMARY KEY, document jsonb NOT NULL)"
-        )
-        upsert = (
-            "INSERT INTO bench_floor (id, document) VALUES (%s, %s::jsonb) "
-            "ON CONFLICT (id) DO UPDATE SET document = excluded.document"
-        )
-
-        def commit_batch(first: int) -> None:
-            rows = [
-                (f"floor::{i % distinct}", _version(document, i))
-                for i in range(first, first + BATCH)
-            ]
+        def commit(first: int) -> None:
+            rows = _rows(document, first, batch, distinct)
+            if batch == 1:
+                conn.execute(upsert, rows[0], prepare=True)
+                return
             with conn.transaction(), conn.cursor() as cursor:
                 cursor.executemany(upsert, rows)
 
-        commit_batch(0)
-        started = time.perf_counter()
-        for first in range(0, upserts, BATCH):
-            commit_batch(first)
-        return Floor(-(-upserts // BATCH) * BATCH, time.perf_counter() - started)
+        return _timed(commit, upserts, batch)
+
+
+def _rows(document: str, first: int, count: int, distinct: int) -> list[tuple[str, str]]:
+    return [(f"floor::{i % distinct}", _version(document, i)) for i in range(first, first + count)]
+
+
+def _timed(commit: Callable[[int], None], upserts: int, batch: int) -> Floor:
+    """`upserts` rows committed `batch` at a time, after an untimed warm-up: until the log
+    has been checkpointed and is reused, each commit also grows the file."""
+    for first in range(0, min(_WARM_UP, upserts), batch):
+        commit(first)
+    started = time.perf_counter()
+    for first in range(0, upserts, batch):
+        commit(first)
+    return Floor(-(-upserts // batch) * batch, time.perf_counter() - started)
 
 
 def _version(document: str, write: int) -> str:

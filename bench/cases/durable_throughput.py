@@ -21,14 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _postgres
-from bench._floor import (
-    BATCH,
-    Floor,
-    postgres_batched_floor,
-    postgres_floor,
-    sqlite_batched_floor,
-    sqlite_floor,
-)
+from bench._floor import BATCH, Floor, postgres_floor, sqlite_floor
 from bench._harness import Bench, Row, Target, stopwatch
 from bench.workflows import SHAPES, Shape
 from hephaestus import Hephaestus, Instance, LocalRunner, SQLiteStorage, Status
@@ -183,8 +176,8 @@ def measure_batched_floor(bench: Bench, ours: Throughput) -> Floor:
     """The batched floor (`BATCH` upserts per commit) on the database `ours` ran on."""
     upserts = max(ours.writes or ours.steps, bench.sizes.floor_cap)
     if ours.backend == "sqlite":
-        return sqlite_batched_floor(Path(ours.where), ours.document, upserts, ours.instances)
-    return postgres_batched_floor(ours.where, ours.document, upserts, ours.instances)
+        return sqlite_floor(Path(ours.where), ours.document, upserts, ours.instances, BATCH)
+    return postgres_floor(ours.where, ours.document, upserts, ours.instances, BATCH)
 
 
 def run(bench: Bench) -> list[Row]:
