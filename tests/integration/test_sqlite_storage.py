@@ -102,7 +102,6 @@ async def test_the_database_is_in_wal_mode_at_the_latest_schema(tmp_path: Path) 
         "workflow_instances_commands",
         "workflow_instances_updated",
         "workflow_instances_status_updated",
-        "workflow_instances_workflow_updated",
         "workflow_instances_counts",
     }
 
