@@ -263,8 +263,16 @@ def _next_overrides(
             steps_unset = frozenset(unset)
     completed = instance.completed_steps
     if previous.completed is None:
-        derived = before.completed_steps.union(entry.step for entry in new)
-        completed_override = None if completed == derived else completed
+        # Derived from the history: the stored steps and those of the new entries. Checked
+        # without building that set (a long history has many): same size, and both parts in.
+        stored = before.completed_steps
+        added = {entry.step for entry in new if entry.step not in stored}
+        derived = (
+            len(completed) == len(stored) + len(added)
+            and added.issubset(completed)
+            and (completed is stored or stored.issubset(completed))
+        )
+        completed_override = None if derived else completed
     else:
         completed_override = completed  # already overridden: keep the stored value exact
     return Overrides(steps_set, steps_unset, completed_override)
