@@ -91,6 +91,8 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 _Q = load_queries(_SQL_PACKAGE)
 
 _T = TypeVar("_T")
+# Heads whose log rows one statement reads (three parameters each, well below SQLite's limit).
+_LOGS_AT_ONCE = 300
 _Row = tuple[str, str, list[tuple[int, str]], int]
 
 
@@ -569,10 +571,27 @@ class SQLiteStorage(AsyncContext):
         return [(int(seq), entry) for seq, entry in cursor.fetchall()]
 
     def _with_logs(self, heads: list[tuple[Any, ...]]) -> list[_Row]:
-        """`(id, document, run, history_length)` heads as `(id, head, log, run)` rows."""
-        conn = self._connection()
+        """`(id, document, run, history_length)` heads as `(id, head, log, run)` rows: the log
+        rows of every head in one statement (a page of instances is one query, not one each)."""
+        if len(heads) <= 1:
+            conn = self._connection()
+            return [
+                (str(row_id), document, self._log(conn, row_id, run, length), int(run))
+                for row_id, document, run, length in heads
+            ]
+        # By id and run: the earlier runs of one id (`runs()`) share the id.
+        logs: dict[tuple[str, int], list[tuple[int, str]]] = {
+            (str(head[0]), int(head[2])): [] for head in heads
+        }
+        for start in range(0, len(heads), _LOGS_AT_ONCE):
+            part = heads[start : start + _LOGS_AT_ONCE]
+            wanted = ", ".join("(?, ?, ?)" for _ in part)
+            params = [value for row_id, _, run, length in part for value in (row_id, run, length)]
+            sql = _Q["get_logs"].format(wanted=wanted)
+            for instance_id, run, seq, entry in self._connection().execute(sql, params):
+                logs[instance_id, run].append((int(seq), entry))
         return [
-            (str(row_id), document, self._log(conn, row_id, run, length), int(run))
+            (str(row_id), document, logs[str(row_id), int(run)], int(run))
             for row_id, document, run, length in heads
         ]
 

@@ -10,6 +10,13 @@ SELECT seq, entry FROM workflow_log
 WHERE instance_id = ? AND run = ? AND seq < ?
 ORDER BY seq;
 
+-- name: get_logs
+-- The logs of several heads at once (`{wanted}`: one (?, ?, ?) per head: id, run, length).
+WITH wanted(instance_id, run, length) AS (VALUES {wanted})
+SELECT l.instance_id, l.run, l.seq, l.entry
+FROM wanted JOIN workflow_log AS l
+    ON l.instance_id = wanted.instance_id AND l.run = wanted.run AND l.seq < wanted.length;
+
 -- name: get_version
 SELECT status, revision, owner, run, history_length, workflow, workflow_version, created_at
 FROM workflow_instances WHERE id = ?;
