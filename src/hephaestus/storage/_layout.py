@@ -19,9 +19,12 @@ round-trips exactly.
 
 A write carries only what changed since the state it replaces: the new log
 rows and the head. `delta()` computes it from the previous state (kept in
-memory by the storage that read or wrote it) in time proportional to the
-change, plus a cheap identity scan of `context.steps`. Without a previous
-state, `full()` writes every row again (idempotent: same rows, same keys).
+memory by the storage that read or wrote it, `KnownStates`) in time
+proportional to the change: the engine notes which step outputs it set since
+the stored state (`Context.changes`), and only without that note are the
+outputs compared. Without a previous state, `full()` writes the rows the
+stored history lacks, or every row (idempotent: same rows, same keys). A
+history only grows within a run; a new run starts its own log.
 
 Loading reads the head and the log rows with `seq < history_length`: a log
 row beyond it (written by a transaction that never committed its head, which
@@ -42,7 +45,17 @@ from typing import Any
 from hephaestus.core.context import Context
 from hephaestus.core.instance import ExecutionEntry, InboxItem, Instance, Status, Timer
 
-__all__ = ["INITIAL_SEQ", "Known", "RowWrite", "assemble", "delta", "full"]
+__all__ = [
+    "INITIAL_SEQ",
+    "Known",
+    "KnownStates",
+    "Overrides",
+    "RowWrite",
+    "assemble",
+    "delta",
+    "full",
+    "stored",
+]
 
 #: The log row of the run's input (`context.initial`); history entries are 0, 1, 2...
 INITIAL_SEQ = -1
