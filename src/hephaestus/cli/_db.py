@@ -16,10 +16,9 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from hephaestus.cli._options import storage_option
 from hephaestus.cli._output import make_console, progress
 from hephaestus.cli._storage_url import (
-    DEFAULT_URL,
-    ENV_VAR,
     is_postgres,
     postgres_module,
     postgres_target,
@@ -37,16 +36,7 @@ def db() -> None:
 
 
 @db.command(short_help="Create or upgrade the schema of a storage.")
-@click.option(
-    "--storage",
-    "storage_url",
-    envvar=ENV_VAR,
-    default=DEFAULT_URL,
-    show_default=True,
-    show_envvar=True,
-    metavar="URL",
-    help="The storage to migrate: sqlite:///rel.db, sqlite:////abs.db, postgresql://...",
-)
+@storage_option("The storage to migrate: sqlite:///rel.db, sqlite:////abs.db, postgresql://...")
 def migrate(storage_url: str) -> None:
     """Create the storage's tables, or bring them up to this version of Hephaestus.
 

@@ -34,6 +34,7 @@ from hephaestus.cli._loading import (
     instance_definition,
     load_targets,
 )
+from hephaestus.cli._options import storage_option
 from hephaestus.cli._output import (
     instance_view,
     instances_table,
@@ -42,7 +43,7 @@ from hephaestus.cli._output import (
     runs_table,
     status_text,
 )
-from hephaestus.cli._storage_url import DEFAULT_URL, ENV_VAR, redact, storage_from_url
+from hephaestus.cli._storage_url import redact, storage_from_url
 from hephaestus.core import engine
 from hephaestus.core.definition import WorkflowDefinition
 from hephaestus.core.instance import Instance, Status
@@ -78,16 +79,8 @@ def _common_options(function: _F) -> _F:
         metavar="MODULE",
         help="Import this module first (repeatable), so the workflows it defines are known.",
     )(function)
-    return click.option(
-        "--storage",
-        "storage_url",
-        envvar=ENV_VAR,
-        default=DEFAULT_URL,
-        show_default=True,
-        show_envvar=True,
-        metavar="URL",
-        help="Where instances live: sqlite:///rel.db, sqlite:////abs.db, memory://, "
-        "postgresql://...",
+    return storage_option(
+        "Where instances live: sqlite:///rel.db, sqlite:////abs.db, memory://, postgresql://..."
     )(function)
 
 

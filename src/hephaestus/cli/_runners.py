@@ -18,8 +18,9 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from hephaestus.cli._options import storage_option
 from hephaestus.cli._output import make_console, timestamp
-from hephaestus.cli._storage_url import DEFAULT_URL, ENV_VAR, storage_from_url
+from hephaestus.cli._storage_url import storage_from_url
 from hephaestus.storage.base import RunnerRecord
 
 __all__ = ["runners"]
@@ -31,16 +32,7 @@ def runners() -> None:
 
 
 @runners.command("list", short_help="List registered runners with their leases.")
-@click.option(
-    "--storage",
-    "storage_url",
-    envvar=ENV_VAR,
-    default=DEFAULT_URL,
-    show_default=True,
-    show_envvar=True,
-    metavar="URL",
-    help="The storage the runners share.",
-)
+@storage_option("The storage the runners share.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runners as JSON.")
 def list_runners(storage_url: str, as_json: bool) -> None:
     """List the runners registered in the storage: live ones, and lapsed ones not reaped yet."""

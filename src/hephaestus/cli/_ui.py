@@ -9,51 +9,21 @@ token (`--token` or `HEPHAESTUS_UI_TOKEN`) that a browser must present.
 from __future__ import annotations
 
 import importlib
-import logging
 
 import click
 
 from hephaestus.cli._loading import CliError, ensure_cwd_on_path
-from hephaestus.cli._storage_url import DEFAULT_URL, ENV_VAR, redact, storage_from_url
+from hephaestus.cli._options import configure_logging, log_level_option, storage_option
+from hephaestus.cli._storage_url import redact, storage_from_url
 
-__all__ = ["LOG_LEVELS", "configure_logging", "log_level_option", "ui"]
-
-#: The levels `--log-level` accepts.
-LOG_LEVELS = ("debug", "info", "warning", "error")
+__all__ = ["ui"]
 
 #: Where the token can come from instead of `--token` (which shows in the process list).
 TOKEN_ENV = "HEPHAESTUS_UI_TOKEN"
 
 
-def log_level_option(function: click.decorators.FC) -> click.decorators.FC:
-    return click.option(
-        "--log-level",
-        type=click.Choice(LOG_LEVELS, case_sensitive=False),
-        default="warning",
-        show_default=True,
-        help="Log messages of this level and above to stderr (info: every start and stop).",
-    )(function)
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr at `level`: the `hephaestus` loggers and the libraries' alike."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("hephaestus").setLevel(level.upper())
-
-
 @click.command(short_help="Serve the operator dashboard (instances, graphs, runners).")
-@click.option(
-    "--storage",
-    "storage_url",
-    envvar=ENV_VAR,
-    default=DEFAULT_URL,
-    show_default=True,
-    show_envvar=True,
-    metavar="URL",
-    help="The storage to show: sqlite:///rel.db, sqlite:////abs.db, postgresql://...",
-)
+@storage_option("The storage to show: sqlite:///rel.db, sqlite:////abs.db, postgresql://...")
 @click.option(
     "--app",
     "app_spec",

@@ -19,7 +19,7 @@ import click
 
 from hephaestus.app import Hephaestus
 from hephaestus.cli._loading import CliError, ensure_cwd_on_path
-from hephaestus.cli._ui import configure_logging, log_level_option
+from hephaestus.cli._options import configure_logging, log_level_option
 
 __all__ = ["worker"]
 

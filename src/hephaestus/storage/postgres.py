@@ -1095,10 +1095,13 @@ def _check_schema_name(schema: str) -> None:
 
 
 def _render(schema: str) -> dict[str, LiteralString]:
-    """The named queries with `{schema}` replaced by the quoted schema name."""
+    """The named queries with `{schema}` replaced by the quoted schema name, and `{log}` by
+    the join that reads a head's log (`log_of_head`)."""
     identifier = sql.Identifier(schema)
+    log = sql.SQL(_QUERIES["log_of_head"]).format(schema=identifier)
     return {
-        name: sql.SQL(text).format(schema=identifier).as_string() for name, text in _QUERIES.items()
+        name: sql.SQL(text).format(schema=identifier, log=log).as_string()
+        for name, text in _QUERIES.items()
     }
 
 

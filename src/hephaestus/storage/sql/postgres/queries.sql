@@ -1,16 +1,20 @@
 -- Named queries of PostgresStorage: each block starts with `-- name: <name>`.
 -- `{schema}` is replaced by the quoted schema name the storage was given.
 
--- name: get_instance
-SELECT h.id, h.document::text, log.seqs, log.entries, h.run, h.problem
-FROM {schema}.workflow_instances AS h
+-- name: log_of_head
+-- Not a query: the log of a head `h` (its run, as far as the head counts it), which the
+-- queries below join as `{log}`. A row past the count was never committed with its
+-- head, and is overwritten by the next write.
 LEFT JOIN LATERAL (
-    -- The log of the head's run as far as the head counts it (a row past it was never
-    -- committed with its head, and is overwritten by the next write).
     SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
     FROM {schema}.workflow_log AS l
     WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
 ) AS log ON true
+
+-- name: get_instance
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run, h.problem
+FROM {schema}.workflow_instances AS h
+{log}
 WHERE h.id = %(id)s;
 
 -- name: log_position
@@ -146,25 +150,13 @@ DELETE FROM {schema}.workflow_instances WHERE id = %(id)s;
 -- name: select_heads
 SELECT h.id, h.document::text, log.seqs, log.entries, h.run
 FROM {schema}.workflow_instances AS h
-LEFT JOIN LATERAL (
-    -- The log of the head's run as far as the head counts it (a row past it was never
-    -- committed with its head, and is overwritten by the next write).
-    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
-    FROM {schema}.workflow_log AS l
-    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
-) AS log ON true
+{log}
 WHERE h.problem IS NULL;
 
 -- name: list_runs
 SELECT h.id, h.document::text, log.seqs, log.entries, h.run
 FROM {schema}.workflow_runs AS h
-LEFT JOIN LATERAL (
-    -- The log of the head's run as far as the head counts it (a row past it was never
-    -- committed with its head, and is overwritten by the next write).
-    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
-    FROM {schema}.workflow_log AS l
-    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
-) AS log ON true
+{log}
 WHERE h.id = %(id)s
 ORDER BY h.run DESC
 LIMIT %(limit)s;
@@ -208,13 +200,7 @@ WITH claimed AS (
 -- a runner that writes on a stale head is refused and reads again.
 SELECT h.id, h.document::text, log.seqs, log.entries, h.run
 FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
-LEFT JOIN LATERAL (
-    -- The log of the head's run as far as the head counts it (a row past it was never
-    -- committed with its head, and is overwritten by the next write).
-    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
-    FROM {schema}.workflow_log AS l
-    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
-) AS log ON true;
+{log};
 
 -- name: claim_ids
 -- Those of a list of instances that the runner owns already or that have no owner;
@@ -239,13 +225,7 @@ WITH claimed AS (
 )
 SELECT h.id, h.document::text, log.seqs, log.entries, h.run
 FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
-LEFT JOIN LATERAL (
-    -- The log of the head's run as far as the head counts it (a row past it was never
-    -- committed with its head, and is overwritten by the next write).
-    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
-    FROM {schema}.workflow_log AS l
-    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
-) AS log ON true;
+{log};
 
 -- name: claim_unowned
 -- SKIP LOCKED: runners claiming at the same moment take different instances.
@@ -263,13 +243,7 @@ WITH claimed AS (
 )
 SELECT h.id, h.document::text, log.seqs, log.entries, h.run
 FROM claimed JOIN {schema}.workflow_instances AS h ON h.id = claimed.id
-LEFT JOIN LATERAL (
-    -- The log of the head's run as far as the head counts it (a row past it was never
-    -- committed with its head, and is overwritten by the next write).
-    SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.entry ORDER BY l.seq) AS entries
-    FROM {schema}.workflow_log AS l
-    WHERE l.instance_id = h.id AND l.run = h.run AND l.seq < h.history_length
-) AS log ON true;
+{log};
 
 -- name: quarantine
 -- A row that cannot be read: set aside, so that no runner claims it or fires its timers.
