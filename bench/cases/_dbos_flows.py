@@ -14,8 +14,10 @@ file), so both engines run with WAL and SQLite's default `synchronous=FULL`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from importlib.metadata import version
 from typing import Any
 
@@ -62,7 +64,10 @@ async def fan_out_10() -> None:
 _SHAPES = {"linear-3": linear_3, "fan-out-10": fan_out_10}
 
 
-async def _run(url: str, shape: str, instances: int, one_at_a_time: bool) -> dict[str, Any]:
+@contextlib.contextmanager
+def _launched(url: str, *, one_at_a_time: bool = False) -> Iterator[None]:
+    """DBOS launched on a fresh system database at `url` (SQLite switched to WAL first)."""
+    _wal(url)
     config: dict[str, Any] = {
         "name": "hephaestus-bench",
         "system_database_url": url,
@@ -74,23 +79,30 @@ async def _run(url: str, shape: str, instances: int, one_at_a_time: bool) -> dic
     DBOS(config=config)  # type: ignore[arg-type]
     DBOS.launch()
     try:
+        yield
+    finally:
+        DBOS.destroy()
+
+
+async def _all_at_once(workflow: Any, instances: int, *args: Any) -> None:
+    """Start `instances` runs of `workflow` at once and wait for every result."""
+    handles = await asyncio.gather(
+        *(DBOS.start_workflow_async(workflow, *args) for _ in range(instances))
+    )
+    await asyncio.gather(*(handle.get_result() for handle in handles))
+
+
+async def _run(url: str, shape: str, instances: int, one_at_a_time: bool) -> dict[str, Any]:
+    with _launched(url, one_at_a_time=one_at_a_time):
         workflow = _SHAPES[shape]
-        warm = await asyncio.gather(
-            *(DBOS.start_workflow_async(workflow) for _ in range(min(instances, 20)))
-        )
-        await asyncio.gather(*(handle.get_result() for handle in warm))
+        await _all_at_once(workflow, min(instances, 20))
         started = time.perf_counter()
         if one_at_a_time:
             for _ in range(instances):
                 await (await DBOS.start_workflow_async(workflow)).get_result()
         else:
-            handles = await asyncio.gather(
-                *(DBOS.start_workflow_async(workflow) for _ in range(instances))
-            )
-            await asyncio.gather(*(handle.get_result() for handle in handles))
+            await _all_at_once(workflow, instances)
         seconds = time.perf_counter() - started
-    finally:
-        DBOS.destroy()
     return {"seconds": seconds, "instances": instances, "dbos": version("dbos")}
 
 
@@ -99,10 +111,10 @@ def measure(args: dict[str, Any]) -> dict[str, Any]:
 
     All at once, or with `args["one_at_a_time"]` one after another on a pool of one.
     """
-    url = str(args["url"])
-    _wal(url)
     one_at_a_time = bool(args.get("one_at_a_time", False))
-    return asyncio.run(_run(url, str(args["shape"]), int(args["instances"]), one_at_a_time))
+    return asyncio.run(
+        _run(str(args["url"]), str(args["shape"]), int(args["instances"]), one_at_a_time)
+    )
 
 
 def _wal(url: str) -> None:
@@ -127,24 +139,14 @@ async def payload_20(size: int) -> None:
 
 
 async def _run_payload(url: str, size: int, instances: int) -> dict[str, Any]:
-    DBOS(config={"name": "hephaestus-bench", "system_database_url": url, "log_level": "WARNING"})
-    DBOS.launch()
-    try:
-        warm = await DBOS.start_workflow_async(payload_20, size)
-        await warm.get_result()
+    with _launched(url):
+        await _all_at_once(payload_20, 1, size)
         started = time.perf_counter()
-        handles = await asyncio.gather(
-            *(DBOS.start_workflow_async(payload_20, size) for _ in range(instances))
-        )
-        await asyncio.gather(*(handle.get_result() for handle in handles))
+        await _all_at_once(payload_20, instances, size)
         seconds = time.perf_counter() - started
-    finally:
-        DBOS.destroy()
     return {"seconds": seconds, "instances": instances, "dbos": version("dbos")}
 
 
 def measure_payload(args: dict[str, Any]) -> dict[str, Any]:
     """Run `args["instances"]` 20-step workflows whose steps return `args["size"]` bytes."""
-    url = str(args["url"])
-    _wal(url)
-    return asyncio.run(_run_payload(url, int(args["size"]), int(args["instances"])))
+    return asyncio.run(_run_payload(str(args["url"]), int(args["size"]), int(args["instances"])))
