@@ -204,6 +204,45 @@ async def test_sync_steps_run_in_a_worker_thread_and_async_ones_on_the_loop(
     assert loop_running
 
 
+class RtQuickSum(Step):
+    """A sync step that does no I/O: it says so, and runs on the event loop."""
+
+    events = ("ok",)
+    blocking = False
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        _note_place("quick_sum")
+        return Ok("ok", {"sum": sum(context.initial["items"])})
+
+
+class RtQuickSumThenBlock(RtQuickSum):
+    """Overrides `execute` without saying it does not block: back on a thread."""
+
+    key = "quick_sum_then_block"
+
+    def execute(self, instance: Instance, config: Mapping[str, Any] | None, context: Context) -> Ok:
+        _note_place(self.key)
+        return Ok("ok")
+
+
+class RtQuickFlow(Workflow):
+    unique = Unique(key="rtquick")
+    start = RtQuickSum
+    transitions = {(RtQuickSum, "ok"): RtQuickSumThenBlock, (RtQuickSumThenBlock, "ok"): Done}
+
+
+async def test_a_non_blocking_sync_step_runs_on_the_loop_and_its_overrides_on_a_thread(
+    app: Hephaestus, wait_for: Any
+) -> None:
+    RT_PLACES.clear()
+    iid = await app.start_instance(RtQuickFlow, {"items": [1, 2, 3]}, id="rtquick::q1")
+    done = await wait_for(app, iid, lambda i: i.status is Status.COMPLETED)
+
+    assert done.context.steps["rt_quick_sum"] == {"sum": 6}
+    assert RT_PLACES["quick_sum"] == (True, True)  # the loop's thread, no thread hop
+    assert RT_PLACES["quick_sum_then_block"] == (False, False)  # a worker thread
+
+
 async def test_fan_out_branches_run_concurrently(app: Hephaestus, wait_for: Any) -> None:
     # Each branch waits for the other to have started: run one after the other, both time out.
     iid = await app.start_instance(RtOrderFlow, ORDER, id="rtorder::parallel1")

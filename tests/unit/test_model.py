@@ -240,6 +240,33 @@ class TestStepClass:
         with pytest.raises(InvalidStepError, match=rf"step .*BadEvents: {problem}"):
             type("BadEvents", (Step,), {"events": events})
 
+    def test_blocking_by_default_and_not_for_the_builtin_waits(self) -> None:
+        class Plain(Step):
+            events = ("ok",)
+
+        class Quick(Step):
+            events = ("ok",)
+            blocking = False
+
+        class QuickOverridden(Quick):
+            def execute(self, instance: Any, config: Any, context: Any) -> str:
+                return "ok"
+
+        class QuickKept(Quick):
+            key = "quick_kept"  # no new execute: still non-blocking
+
+        assert [Plain.blocking, QuickOverridden.blocking] == [True, True]
+        assert [Quick.blocking, QuickKept.blocking] == [False, False]
+        assert [Wait.blocking, WaitForEvent.blocking] == [False, False]
+        assert Done.blocking  # completed by the engine itself: it never runs anyway
+
+    def test_bad_blocking(self) -> None:
+        with pytest.raises(InvalidStepError, match="`blocking` must be True or False"):
+
+            class Bad(Step):
+                events = ("ok",)
+                blocking = "no"  # type: ignore[assignment]
+
     @pytest.mark.parametrize("key", ["", "has space", 5, "key\n"])
     def test_bad_key(self, key: object) -> None:
         with pytest.raises(InvalidStepError, match=r"BadKey: `key` must be a non-empty name"):

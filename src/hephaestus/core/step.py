@@ -41,6 +41,12 @@ class Step:
       snake_case class name.
     - `retry`: a `Retry` policy; the default tries once.
     - `timeout`: seconds one attempt may take, or `None` for no limit.
+    - `blocking`: whether a sync `execute` may block (I/O, long computation), so
+      runs on a worker thread (the default). Set it to `False` on a sync step
+      that only computes its outcome from its arguments and returns at once:
+      it is then called on the event loop, without a thread hop (`Wait` and
+      `WaitForEvent` do). A subclass that overrides `execute` is blocking again
+      unless it says otherwise.
 
     Override `execute(instance, config, context)`, sync or `async def`.
     """
@@ -51,6 +57,7 @@ class Step:
     timeout: ClassVar[float | None] = None
     #: Set on `Done`: a terminal step ends its path and is completed by the engine itself.
     terminal: ClassVar[bool] = False
+    blocking: ClassVar[bool] = True
     #: Whether `execute` is a coroutine function; computed when the class is created.
     is_async: ClassVar[bool] = False
 
@@ -62,6 +69,8 @@ class Step:
             cls.events = tuple(cls.events)
         _check_step(cls)
         cls.is_async = inspect.iscoroutinefunction(cls.execute)
+        if "execute" in cls.__dict__ and "blocking" not in cls.__dict__:
+            cls.blocking = True  # a new `execute` may block, whatever its parent's did
 
     def execute(
         self, instance: Instance, config: Mapping[str, Any] | None, context: Context
@@ -94,6 +103,10 @@ def _check_step(cls: type[Step]) -> None:
         raise InvalidStepError(f"step {name}: `events` lists an event twice: {cls.events!r}")
     if not isinstance(cls.key, str) or not NAME_PATTERN.match(cls.key):
         raise InvalidStepError(f"step {name}: `key` must be a non-empty name, got {cls.key!r}")
+    if not isinstance(cls.blocking, bool):
+        raise InvalidStepError(
+            f"step {name}: `blocking` must be True or False, got {cls.blocking!r}"
+        )
     if not isinstance(cls.retry, Retry):
         raise InvalidStepError(f"step {name}: `retry` must be a Retry(...), got {cls.retry!r}")
     timeout = cls.timeout

@@ -214,6 +214,8 @@ async def run_attempt(
             else:
                 coroutine = impl.execute(instance, node.config, context)
                 outcome = await _run_with_deadline(coroutine, timeout, instance.id, step, attempt)
+        elif not node.step.blocking:
+            outcome = impl.execute(instance, node.config, context)  # returns at once: no thread
         else:
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(

@@ -44,6 +44,7 @@ class Wait(Step):
     """
 
     events = ("timeout",)
+    blocking = False  # computes its outcome from its config: no thread needed
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any] | None) -> None:

@@ -25,6 +25,7 @@ class WaitForEvent(Step):
     """
 
     events = ()
+    blocking = False  # computes its outcome from its config: no thread needed
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any] | None) -> None:
