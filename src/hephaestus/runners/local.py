@@ -1102,15 +1102,62 @@ class LocalRunner:
 
     async def _fire(self, due: list[str]) -> None:
         """Fire the timers of `due` instances: those without an actor are read (and claimed,
-        if no runner owns them) in one transaction, not one each."""
+        if no runner owns them) in one transaction, not one each, and fired here in a
+        batch (see `_fire_taken`); the others through their actors."""
         idle = [instance_id for instance_id in due if instance_id not in self._actors]
         taken = await self._storage_or_raise().claim(self.id, instance_ids=idle) if idle else []
         self._firing.update(due)
+        fired = await self._fire_taken([i for i in taken if i.id not in self._actors])
         for instance in taken:
-            if instance.id not in self._actors:
+            if instance.id not in self._actors and instance.id not in fired:
                 self._spawn(instance.id, instance).tell(_Recover())
         for instance_id in due:
-            self._tell(instance_id, _FireTimers())  # an actor claims any not taken above
+            if instance_id not in fired:
+                self._tell(instance_id, _FireTimers())  # an actor claims any not taken above
+
+    async def _fire_taken(self, taken: list[Instance]) -> set[str]:
+        """Fire the due timers of instances just claimed, without an actor each: decide with
+        the engine, write them all at once (they share the storage's group commit), and
+        start an actor only for those that now run a step. Which ones were fired here.
+
+        An instance with anything else to do (steps to run again after a crash, inbox
+        news) is left to an actor, as is one whose write fails: its actor claims it
+        and reads it again.
+        """
+        now = self._now()
+        batch: list[tuple[Instance, Advance]] = []
+        for instance in taken:
+            if instance.has_new_commands or engine.recover(instance):
+                continue
+            try:
+                definition = self._definitions.get(instance)
+            except HephaestusError:
+                continue  # the actor reports it
+            advance = engine.fire_timers(definition, instance, now)
+            if advance.instance is not instance:
+                batch.append((instance, advance))
+        if not batch:
+            return set()
+        storage = self._storage_or_raise()
+        written = await asyncio.gather(
+            *(storage.put(a.instance, i.revision, owner=self.id) for i, a in batch),
+            return_exceptions=True,
+        )
+        fired: set[str] = set()
+        for (before, advance), failure in zip(batch, written, strict=True):
+            if isinstance(failure, BaseException):
+                if not isinstance(failure, Exception):
+                    raise failure
+                continue  # its actor tries again from storage
+            instance_id = before.id
+            fired.add(instance_id)
+            self._firing.discard(instance_id)
+            self._note_timers(advance.instance)
+            report(advance, since=before.updated_at)
+            if advance.commands and instance_id not in self._actors:
+                self._spawn(instance_id, advance.instance).tell(_Begin(advance.commands))
+        self._wake.set()  # more may be due: look again at once
+        return fired
 
     async def _timer_loop(self) -> None:
         storage = self._storage_or_raise()
