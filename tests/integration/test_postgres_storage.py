@@ -15,12 +15,13 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from hephaestus import Context, Done, Ok, Step, Unique, Workflow
-from hephaestus.core.engine import new_instance
+from hephaestus.core.engine import complete_step, new_instance
 from hephaestus.core.instance import ExecutionEntry, Instance, Status, Timer
 from hephaestus.errors import (
     AlreadyRunningError,
     ConcurrencyError,
     InstanceNotFoundError,
+    OwnershipError,
     StorageError,
 )
 from hephaestus.storage import Query
@@ -317,6 +318,83 @@ async def test_a_refused_write_fails_alone_and_the_rest_of_its_batch_commits(
         assert await storage.get("order::busy") == active
         assert (await storage.get("order::a2")).status is Status.WAITING
         assert await ids(storage) == ["order::a1", "order::a2", "order::busy"]
+
+
+TRICKY = 'é\\u0000 "quoted" \U0001f600'
+
+
+async def test_updates_written_together_land_exactly_and_a_refused_one_fails_alone(
+    postgres_url: str,
+) -> None:
+    # Updates of many instances this storage wrote before go out as one statement
+    # (`write_updates`): each must land exactly as if written alone.
+    definition = PostgresFlow.definition()
+    async with PostgresStorage(postgres_url) as storage:
+        created = [make(f"order::t{i:02d}", {"n": i}) for i in range(30)]
+        await asyncio.gather(
+            *(storage.put(instance, None, owner="runner-a") for instance in created)
+        )
+        due = NOW + timedelta(minutes=5)
+        received = [
+            # Even ones complete (two log rows), odd ones stay running with a timer (none).
+            complete_step(
+                definition,
+                instance,
+                "receive",
+                Ok("received", {"n": index, "text": TRICKY, "at": [1.5, None]}),
+                attempt=1,
+                now=NOW + timedelta(seconds=index),
+            ).instance
+            if index % 2 == 0
+            else bump(instance, timers=(Timer(id="t", step="receive", due_at=due),))
+            for index, instance in enumerate(created)
+        ]
+        stale = bump(received[3], error="stale")
+        results = await asyncio.gather(
+            *(
+                storage.put(after, before.revision, owner="runner-a")
+                for before, after in zip(created, received, strict=True)
+                if after.id != received[3].id
+            ),
+            storage.put(stale, created[3].revision - 1, owner="runner-a"),
+            storage.put(received[5], created[5].revision, owner="runner-b"),  # not its owner
+            return_exceptions=True,
+        )
+
+        assert isinstance(results[-2], ConcurrencyError)
+        assert "order::t03" in str(results[-2])
+        assert isinstance(results[-1], OwnershipError)
+        assert "order::t05" in str(results[-1])
+        assert results[:-2] == [None] * 29
+        async with PostgresStorage(postgres_url) as reader:  # reads what is stored, not a cache
+            for index, instance in enumerate(received):
+                stored = await reader.get(instance.id)
+                assert stored == (created[3] if index == 3 else instance)
+            for instance in received[::2]:
+                stored = await reader.get(instance.id)
+                assert stored.context.steps["receive"]["text"] == TRICKY
+                assert [e.step for e in stored.execution_history] == ["receive", "done"]
+        columns = await fetch(
+            postgres_url,
+            "SELECT id, status, revision, owner, needs_runner, has_commands, history_length, "
+            "next_timer_at, updated_at FROM workflow_instances WHERE id LIKE 'order::t%' "
+            "ORDER BY id",
+        )
+        expected = [
+            (
+                i.id,
+                i.status.value,
+                i.revision,
+                "runner-a" if i.status.is_active else None,
+                i.needs_runner,
+                i.has_new_commands,
+                len(i.execution_history),
+                i.next_timer_at,
+                i.updated_at,
+            )
+            for i in [*received[:3], created[3], *received[4:]]
+        ]
+        assert columns == expected
 
 
 async def test_a_document_postgres_cannot_hold_fails_alone(postgres_url: str) -> None:

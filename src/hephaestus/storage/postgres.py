@@ -58,6 +58,7 @@ import asyncio
 import contextlib
 import json
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -557,19 +558,27 @@ class PostgresStorage(AsyncContext):
     async def _apply_all(
         self, conn: _Connection, writes: list[_Write]
     ) -> list[HephaestusError | None]:
-        """Every write in one transaction, sent in one pipeline."""
+        """Every write in one transaction, sent in one pipeline: the updates that extend a
+        known run of distinct instances in one statement (`write_updates`), the others
+        one statement each."""
+        together, alone = _updates_together(writes)
         async with conn.transaction():
             cursors = []
             async with conn.pipeline():
-                for write in writes:
+                if together:
+                    batch = conn.cursor()
+                    await batch.execute(self._q["write_updates"], _updates_params(together))
+                for write in alone:
                     cursor = conn.cursor()
                     await cursor.execute(self._q[write.statement], write.params)
                     cursors.append(cursor)
-            rows = [await cursor.fetchone() for cursor in cursors]
-            return [
-                await self._outcome(conn, write, row)
-                for write, row in zip(writes, rows, strict=True)
-            ]
+            rows: dict[int, TupleRow | None] = {}
+            if together:
+                by_id = {row[0]: row[1:] for row in await batch.fetchall()}
+                rows.update((id(write), by_id.get(write.instance.id)) for write in together)
+            for write, cursor in zip(alone, cursors, strict=True):
+                rows[id(write)] = await cursor.fetchone()
+            return [await self._outcome(conn, write, rows[id(write)]) for write in writes]
 
     async def _apply_each(
         self, conn: _Connection, writes: list[_Write]
@@ -885,6 +894,65 @@ def _log(seqs: list[int] | None, entries: list[str] | None) -> list[tuple[int, s
 def _rows(rows: list[TupleRow]) -> list[tuple[str, str, list[tuple[int, str]], int]]:
     """`(id, head, seqs, entries, run)` rows as `(id, head, log, run)`."""
     return [(str(row[0]), row[1], _log(row[2], row[3]), int(row[4])) for row in rows]
+
+
+def _updates_together(writes: list[_Write]) -> tuple[list[_Write], list[_Write]]:
+    """The writes `write_updates` can make in one statement (updates extending a known run,
+    at most one per instance), and the others; none together if fewer than two."""
+    ids = Counter(write.instance.id for write in writes)
+    together = [
+        write
+        for write in writes
+        if write.expected_revision is not None
+        and write.params["run"] is not None
+        and ids[write.instance.id] == 1
+    ]
+    if len(together) < 2:
+        return [], writes
+    chosen = {id(write) for write in together}
+    return together, [write for write in writes if id(write) not in chosen]
+
+
+#: The parameters of `write_update` that `write_updates` takes per instance, as JSON.
+_UPDATE_FIELDS = (
+    "id",
+    "owner",
+    "needs_runner",
+    "has_commands",
+    "is_active",
+    "workflow",
+    "workflow_version",
+    "status",
+    "revision",
+    "history_length",
+    "document",
+    "expected_revision",
+    "run",
+    "base_length",
+    "notify",
+)
+
+
+def _updates_params(writes: list[_Write]) -> dict[str, str]:
+    """`write_updates`'s two JSON documents: the updates and the log rows they append."""
+    updates: list[dict[str, Any]] = []
+    log: list[dict[str, Any]] = []
+    for write in writes:
+        params = write.params
+        update = {field: params[field] for field in _UPDATE_FIELDS}
+        due = params["next_timer_at"]
+        update["next_timer_at"] = None if due is None else due.isoformat()
+        update["created_at"] = params["created_at"].isoformat()
+        update["updated_at"] = params["updated_at"].isoformat()
+        updates.append(update)
+        instance_id = params["id"]
+        log.extend(
+            {"id": instance_id, "seq": seq, "entry": entry} for seq, entry in write.rows.entries
+        )
+    return {"writes": _dumps(updates), "log": _dumps(log)}
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _write_params(

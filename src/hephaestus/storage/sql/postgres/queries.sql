@@ -71,6 +71,66 @@ SELECT
 FROM (VALUES (1)) AS one
 LEFT JOIN {schema}.workflow_instances AS found ON found.id = %(id)s;
 
+-- name: write_updates
+-- Many updates of `put` in one statement, each as `write_update` with its `run` known:
+-- `writes` is a JSON array of one object per instance (distinct ids), `log` one of
+-- `{id, seq, entry}` rows to append. Rows are locked in id order first, as the
+-- one-at-a-time writes lock them, so that two batches never deadlock. Returns a row
+-- per instance: its id, then what `write_update` returns.
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(writes)s::jsonb) AS i(
+        id text, owner text, needs_runner boolean, has_commands boolean, is_active boolean,
+        workflow text, workflow_version integer, status text, revision bigint,
+        next_timer_at timestamptz, created_at timestamptz, updated_at timestamptz,
+        history_length integer, document text, expected_revision bigint, run integer,
+        base_length integer, notify boolean
+    )
+), locked AS MATERIALIZED (
+    SELECT w.id FROM {schema}.workflow_instances AS w
+    WHERE w.id IN (SELECT id FROM input)
+    ORDER BY w.id
+    FOR UPDATE
+), updated AS (
+    UPDATE {schema}.workflow_instances AS w SET
+        owner = CASE WHEN i.is_active THEN COALESCE(i.owner, w.owner) END,
+        needs_runner = i.needs_runner,
+        has_commands = i.has_commands,
+        workflow = i.workflow,
+        workflow_version = i.workflow_version,
+        status = i.status,
+        revision = i.revision,
+        next_timer_at = i.next_timer_at,
+        created_at = i.created_at,
+        updated_at = i.updated_at,
+        history_length = i.history_length,
+        document = i.document::jsonb
+    FROM input AS i JOIN locked USING (id)
+    WHERE w.id = i.id AND w.revision = i.expected_revision
+        AND (i.owner IS NULL OR w.owner = i.owner)
+        AND w.run = i.run AND w.history_length = i.base_length
+    RETURNING w.id, w.run
+), appended AS (
+    INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
+    SELECT updated.id, updated.run, l.seq, l.entry
+    FROM updated
+    JOIN jsonb_to_recordset(%(log)s::jsonb) AS l(id text, seq integer, entry text)
+        ON l.id = updated.id
+    ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
+), notified AS (
+    SELECT pg_notify('hephaestus_work', '') WHERE EXISTS (SELECT 1 FROM input WHERE notify)
+)
+SELECT
+    i.id,
+    (updated.id IS NOT NULL)::integer AS written,
+    found.status,
+    found.revision,
+    found.owner,
+    updated.run,
+    (SELECT count(*) FROM notified)
+FROM input AS i
+LEFT JOIN updated ON updated.id = i.id
+LEFT JOIN {schema}.workflow_instances AS found ON found.id = i.id;
+
 -- name: write_create
 -- A create of `put`: only over no row or a finished instance, whose head is archived
 -- as an earlier run (the `keep_runs` latest are kept, older ones and their logs go).
