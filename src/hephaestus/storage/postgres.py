@@ -11,7 +11,8 @@ each `put` queues its instance and waits; one writer task takes everything
 queued, sends it to the server in one pipelined batch inside one transaction,
 then answers every waiting `put`. While a batch is being committed the next
 one gathers. The batch's updates of instances this process knows are one
-statement (`write_updates`), the rest one statement each. Each write is checked on its own by the statement that makes it
+statement (`write_updates`), the rest one statement each. Each write is
+checked on its own by the statement that makes it
 (`UPDATE ... WHERE revision = expected`, `INSERT ... ON CONFLICT DO UPDATE
 ... WHERE` the stored instance is finished), so a stale revision
 (`ConcurrencyError`), a create over an active instance (`AlreadyRunningError`)
