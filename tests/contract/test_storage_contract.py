@@ -253,6 +253,33 @@ async def test_a_create_and_its_update_issued_together_apply_in_order(storage: S
     assert await storage.get(created.id) == updated
 
 
+async def test_chains_of_writes_issued_together_apply_in_order(storage: Storage) -> None:
+    # Writes of several instances, some of one instance several times, a write that changes
+    # what only a full row write sets (the version) and a new run over a finished instance,
+    # all issued at once: they share commits, and each instance ends as its last write says.
+    first = [make(f"order::c{index}", status=Status.RUNNING) for index in range(3)]
+    await asyncio.gather(*(storage.put(instance, None) for instance in first))
+    waiting = next_revision(first[0], status=Status.WAITING)
+    upgraded = next_revision(waiting, workflow_version=2)
+    resumed = next_revision(upgraded, status=Status.RUNNING, error="resumed")
+    finished = next_revision(first[1], status=Status.COMPLETED)
+    again = make("order::c1", version=3)
+
+    await asyncio.gather(
+        storage.put(waiting, first[0].revision),
+        storage.put(finished, first[1].revision),
+        storage.put(upgraded, waiting.revision),
+        storage.put(again, None),
+        storage.put(resumed, upgraded.revision),
+    )
+
+    assert await storage.get("order::c0") == resumed
+    assert await storage.get("order::c1") == again
+    assert await storage.runs("order::c1") == [finished]
+    assert await storage.get("order::c2") == first[2]
+    assert await ids(storage, status=Status.RUNNING) == ["order::c0", "order::c1", "order::c2"]
+
+
 # -- queries -----------------------------------------------------------------------------------
 
 

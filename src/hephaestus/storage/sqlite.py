@@ -50,7 +50,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -449,14 +449,22 @@ class SQLiteStorage(AsyncContext):
         return self._conn
 
     def _write_batch(self, batch: list[_Write]) -> list[HephaestusError | None]:
-        """Apply `batch` in one transaction; a refused write fails alone and writes nothing."""
+        """Apply `batch` in one transaction; a refused write fails alone and writes nothing.
+
+        The stored versions are read in one statement, and the log rows and heads are
+        written with one `executemany` each: every statement is a trip through the GIL,
+        which the event loop's thread holds most of the time.
+        """
         conn = self._connection()
         outcomes: list[HephaestusError | None] = []
         written = 0
+        pending = _Pending()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            versions = self._versions(conn, {write.instance.id for write in batch})
             for write in batch:
-                stored = conn.execute(_Q["get_version"], (write.instance.id,)).fetchone()
+                instance_id = write.instance.id
+                stored = versions.get(instance_id)
                 stored_owner = None if stored is None else stored[2]
                 try:
                     check_put(
@@ -468,27 +476,39 @@ class SQLiteStorage(AsyncContext):
                         stored_owner=stored_owner,
                     )
                     if stored is not None and write.run not in (None, stored[3]):
-                        raise restarted(write.instance.id)
+                        raise restarted(instance_id)
                 except HephaestusError as refused:
                     outcomes.append(refused)
                     continue
                 owner = written_owner(
                     write.instance, write.owner, write.expected_revision, stored_owner
                 )
-                run, rows = self._write_log(conn, write, stored)
+                run, rows = self._write_log(conn, write, stored, pending)
+                row = write.row
                 if (
                     stored is None
                     or write.expected_revision is None
-                    or tuple(stored[5:8]) != (write.row[1], write.row[2], write.row[6])
+                    or tuple(stored[5:8]) != (row[1], row[2], row[6])
                 ):
-                    conn.execute(
-                        _Q["upsert"], (*write.row[:8], rows.head, *write.row[9:], run, owner)
-                    )
+                    if pending.heads:
+                        pending.flush(conn)  # queued heads run after upserts: keep the order
+                    pending.upserts.append((*row[:8], rows.head, *row[9:], run, owner))
                 else:
-                    conn.execute(_Q["update_head"], _head_columns(write.row, rows.head, owner))
+                    pending.heads.append(_head_columns(row, rows.head, owner))
+                versions[instance_id] = (
+                    row[3],
+                    row[4],
+                    owner,
+                    run,
+                    rows.history_length,
+                    row[1],
+                    row[2],
+                    row[6],
+                )
                 write.written = Known(write.instance, run, rows.overrides)
                 outcomes.append(None)
                 written += 1
+            pending.flush(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
@@ -504,22 +524,39 @@ class SQLiteStorage(AsyncContext):
             self.stats.writes += written
         return outcomes
 
+    @staticmethod
+    def _versions(conn: sqlite3.Connection, instance_ids: set[str]) -> dict[str, tuple[Any, ...]]:
+        """`get_version` of each of `instance_ids` that is stored, by id."""
+        ids = list(instance_ids)
+        versions: dict[str, tuple[Any, ...]] = {}
+        for first in range(0, len(ids), _VARIABLES):
+            chunk = ids[first : first + _VARIABLES]
+            sql = _Q["get_versions"].format(ids=", ".join("?" * len(chunk)))
+            versions.update((row[0], tuple(row[1:])) for row in conn.execute(sql, chunk))
+        return versions
+
     def _write_log(
-        self, conn: sqlite3.Connection, write: _Write, stored: tuple[Any, ...] | None
+        self,
+        conn: sqlite3.Connection,
+        write: _Write,
+        stored: tuple[Any, ...] | None,
+        pending: _Pending,
     ) -> tuple[int, RowWrite]:
-        """Write the log rows of `write` (archiving the run a create replaces): its run and rows.
+        """Queue the log rows of `write` (archiving the run a create replaces): its run and rows.
 
         An update whose delta was computed from another state than the stored one (not
         known to this process, or changed by another) writes the entries the stored
         history lacks, from its stored length (of that run; all of them if it is longer).
+        A statement that reads or deletes what queued rows write runs after them.
         """
         instance_id = write.instance.id
         rows = write.rows
         if stored is None or write.expected_revision is None:
             run = 1 if stored is None else int(stored[3]) + 1
-            if stored is not None and self.keep_runs:
-                conn.execute(_Q["archive_run"], (instance_id,))
             if stored is not None:
+                pending.flush(conn)
+                if self.keep_runs:
+                    conn.execute(_Q["archive_run"], (instance_id,))
                 gone = run - 1 - self.keep_runs
                 conn.execute(_Q["prune_runs"], (instance_id, gone))
                 conn.execute(_Q["prune_log"], (instance_id, gone))
@@ -528,10 +565,9 @@ class SQLiteStorage(AsyncContext):
             if rows.base_length != length:  # (a write of another run was refused before)
                 grown = length <= len(write.instance.execution_history)
                 rows = full(write.instance, length if grown else None)
+                pending.flush(conn)
                 conn.execute(_Q["truncate_log"], (instance_id, run, rows.history_length))
-        conn.executemany(
-            _Q["append_log"], [(instance_id, run, seq, entry) for seq, entry in rows.entries]
-        )
+        pending.log.extend((instance_id, run, seq, entry) for seq, entry in rows.entries)
         return run, rows
 
     def _read_instance(
@@ -689,6 +725,31 @@ class SQLiteStorage(AsyncContext):
     async def counts(self) -> dict[tuple[str, str], int]:
         rows = await self._run(self._fetch_rows, _Q["count_by_workflow_status"], ())
         return {(str(workflow), str(status)): int(n) for workflow, status, n in rows}
+
+
+#: Ids per `get_versions` statement (SQLite allows at least 999 variables).
+_VARIABLES = 500
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Rows a write batch queues, written with one `executemany` per statement."""
+
+    log: list[tuple[Any, ...]] = field(default_factory=list)
+    upserts: list[tuple[Any, ...]] = field(default_factory=list)
+    heads: list[dict[str, Any]] = field(default_factory=list)
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        """Write what is queued, in the order it was queued within each statement."""
+        if self.log:
+            conn.executemany(_Q["append_log"], self.log)
+        if self.upserts:
+            conn.executemany(_Q["upsert"], self.upserts)
+        if self.heads:
+            conn.executemany(_Q["update_head"], self.heads)
+        self.log.clear()
+        self.upserts.clear()
+        self.heads.clear()
 
 
 def _head_columns(row: tuple[Any, ...], head: str, owner: str | None) -> dict[str, Any]:

@@ -21,6 +21,11 @@ FROM wanted JOIN workflow_log AS l
 SELECT status, revision, owner, run, history_length, workflow, workflow_version, created_at
 FROM workflow_instances WHERE id = ?;
 
+-- name: get_versions
+-- `get_version` of many instances at once, with their ids (`{ids}`: a `?` per id).
+SELECT id, status, revision, owner, run, history_length, workflow, workflow_version, created_at
+FROM workflow_instances WHERE id IN ({ids});
+
 -- name: append_log
 INSERT OR REPLACE INTO workflow_log (instance_id, run, seq, entry) VALUES (?, ?, ?, ?);
 
