@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import operator
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +37,7 @@ from hephaestus.core.commands import RunStep, StopSteps
 from hephaestus.core.definition import BaseWorkflow, WorkflowDefinition
 from hephaestus.core.engine import Advance
 from hephaestus.core.facts import TimerScheduled
+from hephaestus.core.frozen import FrozenDict
 from hephaestus.core.instance import Timer
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -1171,3 +1175,59 @@ def test_every_engine_result_round_trips_through_json() -> None:
         assert Instance.from_json(instance.to_json()) == instance
     assert [i.revision for i in instances] == [1, 2, 3, 4, 5]
     assert isinstance(instances[3].timers[-1], Timer)
+
+
+class Chained(Step):
+    events = ("ok",)
+
+
+#: A long linear workflow: one class per step, each its own key.
+_CHAIN = [
+    type(f"Chained{i:03d}", (Chained,), {"__qualname__": f"Chained{i:03d}"}) for i in range(60)
+]
+
+
+class LongChain(Workflow):
+    unique = Unique(key="test")
+    start = _CHAIN[0]
+    transitions = {
+        **{(step, "ok"): following for step, following in itertools.pairwise(_CHAIN)},
+        (_CHAIN[-1], "ok"): Done,
+    }
+
+
+def test_a_long_run_keeps_plain_values_and_shares_what_did_not_change() -> None:
+    instance = start(LongChain).instance
+    for index in range(len(_CHAIN)):
+        (step,) = instance.active_steps
+        before = instance
+        instance = complete(LongChain, before, step, Ok("ok", {"n": index})).instance
+        # A step adds itself, and only itself, to each value; the rest is kept as it was.
+        assert type(instance.completed_steps) is frozenset
+        ended = {"done"} if index == len(_CHAIN) - 1 else set()
+        assert instance.completed_steps == before.completed_steps | {step} | ended
+        assert type(instance.execution_history) is tuple
+        old = len(before.execution_history)
+        assert instance.execution_history[:old] == before.execution_history
+        assert [entry.step for entry in instance.execution_history[old:]] == [step, *ended]
+        assert all(map(operator.is_, instance.execution_history, before.execution_history))
+        assert type(instance.context.steps) is FrozenDict
+        assert instance.context.steps == {
+            **before.context.steps,
+            step: {"n": index},
+            **{key: {} for key in ended},
+        }
+        assert before.context.steps.get(step) is None  # the earlier value is untouched
+        if instance.active_steps:
+            # A call that completes nothing keeps the very same set: a storage compares by
+            # identity first.
+            (running,) = instance.active_steps
+            failed = complete(LongChain, instance, running, Error("boom")).instance
+            assert failed.status is Status.FAILED
+            assert failed.completed_steps is instance.completed_steps
+
+    assert instance.status is Status.COMPLETED
+    assert instance.completed_steps == {entry.step for entry in instance.execution_history}
+    assert len(instance.completed_steps) == len(_CHAIN) + 1
+    assert json.loads(json.dumps(instance.context.steps)) == instance.context.steps
+    assert Instance.from_json(instance.to_json()) == instance

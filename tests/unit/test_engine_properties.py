@@ -12,6 +12,7 @@ and when timers fire, and checks the instance after every call.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from hephaestus.core.facts import (
     StepParked,
     StepResumed,
 )
+from hephaestus.core.frozen import FrozenDict
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 MAX_STEPS = 14
@@ -310,12 +312,28 @@ def check_instance(run: Run) -> None:
         assert set(engine.recover(instance)) == {RunStep(s, a) for s, a in run.in_flight.items()}
 
 
+def check_shared(before: Instance, after: Instance) -> None:
+    """What the engine answers is made of plain read-only values, and it shares what did not
+    change with `before`: storages find what changed by identity, not by comparing."""
+    assert type(after.completed_steps) is frozenset
+    assert type(after.execution_history) is tuple
+    assert type(after.context.steps) is FrozenDict
+    if after.completed_steps == before.completed_steps:
+        assert after.completed_steps is before.completed_steps
+    old = before.execution_history
+    if len(after.execution_history) >= len(old) and after.execution_history[: len(old)] == old:
+        assert all(map(operator.is_, after.execution_history, old))
+    if after.context.steps is not before.context.steps:
+        assert after.context.changes is not None
+
+
 def check_facts(before: Instance, advance: Advance) -> None:
     """The facts tell exactly the change from `before` to the instance answered."""
     after, facts = advance.instance, advance.facts
     if after is before:
         assert facts == ()
         return
+    check_shared(before, after)
     completed = advance.facts_of(StepCompleted)
     added = after.execution_history[len(before.execution_history) :]
     assert [(f.step, f.event, f.targets) for f in completed] == [

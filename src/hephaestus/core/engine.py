@@ -120,6 +120,7 @@ class _Draft:
         "attempts",
         "commands",
         "completed",
+        "completed_base",
         "configs",
         "context",
         "current",
@@ -138,7 +139,12 @@ class _Draft:
         self.status = instance.status
         self.context = instance.context
         self.active = set(instance.active_steps)
-        self.completed = set(instance.completed_steps)
+        # The steps this call completes that the instance had not completed yet; the stored
+        # set is only joined to them once, in freeze (a copy per step would cost time in
+        # proportion to the steps already completed, and the set is never shrunk here).
+        completed = instance.completed_steps
+        self.completed_base = completed if type(completed) is frozenset else frozenset(completed)
+        self.completed: set[str] = set()
         self.waiting = set(instance.waiting_steps)
         self.attempts = dict(instance.attempts)
         self.timers = list(instance.timers)
@@ -154,13 +160,22 @@ class _Draft:
         #: The step whose result is being applied: the one a failure now is blamed on.
         self.current: str | None = None
 
+    def is_completed(self, step: str) -> bool:
+        return step in self.completed_base or step in self.completed
+
+    def complete(self, step: str) -> None:
+        if step not in self.completed_base:
+            self.completed.add(step)
+
     def freeze(self, instance: Instance, now: datetime) -> Advance:
         return Advance(
             instance.evolve(
                 status=self.status,
                 context=self.context,
                 active_steps=frozenset(self.active),
-                completed_steps=frozenset(self.completed),
+                completed_steps=(
+                    self.completed_base | self.completed if self.completed else self.completed_base
+                ),
                 waiting_steps=frozenset(self.waiting),
                 attempts=self.attempts,
                 timers=tuple(self.timers),
@@ -768,7 +783,7 @@ def _activate(definition: WorkflowDefinition, draft: _Draft, key: str, now: date
     if node.step.terminal:
         # Done does no work: completing it here saves a task, a thread hop and a write.
         event = node.events[0]
-        draft.completed.add(key)
+        draft.complete(key)
         draft.context = draft.context.with_updates(key, {})
         draft.history.append(ExecutionEntry(step=key, event=event, timestamp=now))
         draft.facts.append(StepCompleted(key, event, "engine", 1, 0.0, (), ()))
@@ -828,7 +843,7 @@ def _finish(
         draft.configs = {key: value for key, value in draft.configs.items() if key != step}
     draft.active.discard(step)
     draft.attempts.pop(step, None)
-    draft.completed.add(step)
+    draft.complete(step)
     at = len(draft.facts)  # its fact goes before those of the steps it starts (Done's)
     draft.history.append(
         ExecutionEntry(
@@ -884,25 +899,31 @@ def _activate_ready_joins(
 ) -> list[str]:
     """Activate every join that is ready now; the ones activated."""
     activated: list[str] = []
-    reached = {
-        target
-        for entries in (draft.history_base, draft.history)
-        for entry in entries
-        for target in entry.targets
-    }
     for join in definition.order:
         if join not in definition.joins:
             continue
-        if join in draft.completed or join in draft.active or join in draft.waiting:
+        if draft.is_completed(join) or join in draft.active or join in draft.waiting:
             continue
         preds = definition.predecessors[join]
-        if join not in reached:
-            continue  # no transition taken so far leads here
         live = draft.active | draft.waiting
-        if all(p in draft.completed or not _can_still_run(definition, p, live) for p in preds):
-            _activate(definition, draft, join, now)
-            activated.append(join)
+        if not all(draft.is_completed(p) or not _can_still_run(definition, p, live) for p in preds):
+            continue
+        if not _reached(draft, join):
+            continue  # no transition taken so far leads here
+        _activate(definition, draft, join, now)
+        activated.append(join)
     return activated
+
+
+def _reached(draft: _Draft, join: str) -> bool:
+    """Whether a transition taken so far leads to `join`.
+
+    Read from the newest entry back: a join whose predecessors are done was usually
+    reached by one of the last, so a long history is seldom read in full.
+    """
+    return any(join in entry.targets for entry in reversed(draft.history)) or any(
+        join in entry.targets for entry in reversed(draft.history_base)
+    )
 
 
 def _can_still_run(definition: WorkflowDefinition, step: str, live: set[str]) -> bool:
@@ -992,7 +1013,11 @@ def _settle(definition: WorkflowDefinition, draft: _Draft) -> None:
         draft.status = Status.RUNNING
     elif draft.waiting:
         draft.status = Status.WAITING
-    elif any(definition.nodes[key].step.terminal for key in draft.completed):
+    elif any(
+        definition.nodes[key].step.terminal
+        for completed in (draft.completed, draft.completed_base)
+        for key in completed
+    ):
         draft.status = Status.COMPLETED
         draft.facts.append(InstanceCompleted())
     else:
