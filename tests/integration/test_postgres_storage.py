@@ -320,6 +320,51 @@ async def test_a_refused_write_fails_alone_and_the_rest_of_its_batch_commits(
         assert await ids(storage) == ["order::a1", "order::a2", "order::busy"]
 
 
+async def test_creates_written_together_land_and_an_id_in_use_is_decided_alone(
+    postgres_url: str,
+) -> None:
+    # Creates of new ids go out as one statement (`write_creates`); one over a finished
+    # instance (a new run) and one over an active instance (refused) are decided alone.
+    async with PostgresStorage(postgres_url) as storage:
+        finished = make("order::k-finished", status=Status.COMPLETED)
+        active = make("order::k-active", status=Status.RUNNING)
+        await storage.put(finished, None)
+        await storage.put(active, None)
+        fresh = [make(f"order::k{i:02d}", {"n": i, "text": TRICKY}) for i in range(20)]
+        again = make("order::k-finished", {"run": 2})
+        clash = make("order::k-active", {"clash": True})
+
+        results = await asyncio.gather(
+            *(storage.put(instance, None, owner="runner-a") for instance in fresh[:10]),
+            storage.put(again, None),
+            storage.put(clash, None),
+            *(storage.put(instance, None) for instance in fresh[10:]),
+            return_exceptions=True,
+        )
+
+        assert results[:10] == [None] * 10
+        assert results[10] is None
+        assert isinstance(results[11], AlreadyRunningError)
+        assert "order::k-active" in str(results[11])
+        assert results[12:] == [None] * 10
+        async with PostgresStorage(postgres_url) as reader:
+            for instance in fresh:
+                assert await reader.get(instance.id) == instance
+            assert await reader.get("order::k-finished") == again
+            assert await reader.runs("order::k-finished") == [finished]
+            assert await reader.get("order::k-active") == active
+        owners = await fetch(
+            postgres_url,
+            "SELECT id, owner, run, needs_runner FROM workflow_instances "
+            "WHERE id LIKE 'order::k%' ORDER BY id",
+        )
+        assert owners == sorted(
+            [(i.id, "runner-a", 1, True) for i in fresh[:10]]
+            + [(i.id, None, 1, True) for i in fresh[10:]]
+            + [("order::k-active", None, 1, True), ("order::k-finished", None, 2, True)]
+        )
+
+
 TRICKY = 'é\\u0000 "quoted" \U0001f600'
 
 

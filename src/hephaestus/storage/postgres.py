@@ -10,9 +10,10 @@ disk and survives a crash of this process *and* of the database server.
 each `put` queues its instance and waits; one writer task takes everything
 queued, sends it to the server in one pipelined batch inside one transaction,
 then answers every waiting `put`. While a batch is being committed the next
-one gathers. The batch's updates of instances this process knows are one
-statement (`write_updates`), the rest one statement each. Each write is
-checked on its own by the statement that makes it
+one gathers. The batch's creates are one statement (`write_creates`), its
+updates of instances this process knows another (`write_updates`), the rest
+one statement each. Each write is checked on its own by the statement that
+makes it
 (`UPDATE ... WHERE revision = expected`, `INSERT ... ON CONFLICT DO UPDATE
 ... WHERE` the stored instance is finished), so a stale revision
 (`ConcurrencyError`), a create over an active instance (`AlreadyRunningError`)
@@ -560,26 +561,38 @@ class PostgresStorage(AsyncContext):
     async def _apply_all(
         self, conn: _Connection, writes: list[_Write]
     ) -> list[HephaestusError | None]:
-        """Every write in one transaction, sent in one pipeline: the updates that extend a
-        known run of distinct instances in one statement (`write_updates`), the others
-        one statement each."""
-        together, alone = _updates_together(writes)
+        """Every write in one transaction, sent in one pipeline: the creates of distinct new
+        ids in one statement (`write_creates`), the updates that extend a known run of
+        distinct instances in another (`write_updates`), the others one statement each.
+        A create whose id turned out to hold a row is made after, on its own."""
+        creates, updates, alone = _grouped(writes)
         async with conn.transaction():
             cursors = []
             async with conn.pipeline():
-                if together:
-                    batch = conn.cursor()
-                    await batch.execute(self._q["write_updates"], _updates_params(together))
+                if creates:
+                    created = conn.cursor()
+                    await created.execute(self._q["write_creates"], _batch_params(creates))
+                if updates:
+                    updated = conn.cursor()
+                    await updated.execute(self._q["write_updates"], _batch_params(updates))
                 for write in alone:
                     cursor = conn.cursor()
                     await cursor.execute(self._q[write.statement], write.params)
                     cursors.append(cursor)
             rows: dict[int, TupleRow | None] = {}
-            if together:
-                by_id = {row[0]: row[1:] for row in await batch.fetchall()}
-                rows.update((id(write), by_id.get(write.instance.id)) for write in together)
+            if updates:
+                by_id = {row[0]: row[1:] for row in await updated.fetchall()}
+                rows.update((id(write), by_id.get(write.instance.id)) for write in updates)
             for write, cursor in zip(alone, cursors, strict=True):
                 rows[id(write)] = await cursor.fetchone()
+            if creates:
+                made = {row[0] for row in await created.fetchall()}
+                for write in creates:
+                    if write.instance.id in made:
+                        rows[id(write)] = _CREATED
+                    else:  # its id holds a row: archive a finished run, or refuse
+                        cursor = await conn.execute(self._q["write_create"], write.params)
+                        rows[id(write)] = await cursor.fetchone()
             return [await self._outcome(conn, write, rows[id(write)]) for write in writes]
 
     async def _apply_each(
@@ -898,24 +911,35 @@ def _rows(rows: list[TupleRow]) -> list[tuple[str, str, list[tuple[int, str]], i
     return [(str(row[0]), row[1], _log(row[2], row[3]), int(row[4])) for row in rows]
 
 
-def _updates_together(writes: list[_Write]) -> tuple[list[_Write], list[_Write]]:
-    """The writes `write_updates` can make in one statement (updates extending a known run,
-    at most one per instance), and the others; none together if fewer than two."""
-    ids = Counter(write.instance.id for write in writes)
-    together = [
-        write
-        for write in writes
-        if write.expected_revision is not None
-        and write.params["run"] is not None
-        and ids[write.instance.id] == 1
-    ]
-    if len(together) < 2:
-        return [], writes
-    chosen = {id(write) for write in together}
-    return together, [write for write in writes if id(write) not in chosen]
+def _grouped(writes: list[_Write]) -> tuple[list[_Write], list[_Write], list[_Write]]:
+    """The writes `write_creates` and `write_updates` can make, each group in one statement
+    (creates; updates extending a known run; each of an instance written once in the
+    batch), and the others. A group of fewer than two goes with the others."""
+    once = Counter(write.instance.id for write in writes)
+    creates: list[_Write] = []
+    updates: list[_Write] = []
+    alone: list[_Write] = []
+    for write in writes:
+        if once[write.instance.id] != 1:
+            alone.append(write)
+        elif write.expected_revision is None:
+            creates.append(write)
+        elif write.params["run"] is not None:
+            updates.append(write)
+        else:
+            alone.append(write)
+    for group in (creates, updates):
+        if len(group) < 2:
+            alone.extend(group)
+            group.clear()
+    return creates, updates, alone
 
 
-#: The parameters of `write_update` that `write_updates` takes per instance, as JSON.
+#: What `write_create` returns for a create `write_creates` made: written, run 1.
+_CREATED = (1, None, None, None, 1, 0)
+
+#: The parameters of `write_update` that `write_creates` and `write_updates` take per
+#: instance, as JSON (a create has no expected revision, run or base length).
 _UPDATE_FIELDS = (
     "id",
     "owner",
@@ -935,8 +959,9 @@ _UPDATE_FIELDS = (
 )
 
 
-def _updates_params(writes: list[_Write]) -> dict[str, str]:
-    """`write_updates`'s two JSON documents: the updates and the log rows they append."""
+def _batch_params(writes: list[_Write]) -> dict[str, str]:
+    """The two JSON documents of `write_creates` or `write_updates`: the heads, and the log
+    rows they append."""
     updates: list[dict[str, Any]] = []
     log: list[dict[str, Any]] = []
     for write in writes:

@@ -131,6 +131,43 @@ FROM input AS i
 LEFT JOIN updated ON updated.id = i.id
 LEFT JOIN {schema}.workflow_instances AS found ON found.id = i.id;
 
+-- name: write_creates
+-- Many creates of `put` in one statement, for the ids that hold no row: `writes` and
+-- `log` as in `write_updates` (distinct ids, inserted in id order, as the batches of
+-- other processes insert theirs). An id that holds a row is left as it is and not
+-- returned: `write_create` decides it then (archive a finished run, or refuse).
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(writes)s::jsonb) AS i(
+        id text, owner text, needs_runner boolean, has_commands boolean, is_active boolean,
+        workflow text, workflow_version integer, status text, revision bigint,
+        next_timer_at timestamptz, created_at timestamptz, updated_at timestamptz,
+        history_length integer, document text, notify boolean
+    )
+), created AS (
+    INSERT INTO {schema}.workflow_instances (
+        id, workflow, workflow_version, status, revision, next_timer_at, created_at,
+        updated_at, document, owner, needs_runner, has_commands, run, history_length
+    )
+    SELECT id, workflow, workflow_version, status, revision, next_timer_at, created_at,
+        updated_at, document::jsonb, CASE WHEN is_active THEN owner END, needs_runner,
+        has_commands, 1, history_length
+    FROM input
+    ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), appended AS (
+    INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
+    SELECT created.id, 1, l.seq, l.entry
+    FROM created
+    JOIN jsonb_to_recordset(%(log)s::jsonb) AS l(id text, seq integer, entry text)
+        ON l.id = created.id
+    ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
+), notified AS (
+    SELECT pg_notify('hephaestus_work', '')
+    WHERE EXISTS (SELECT 1 FROM input JOIN created USING (id) WHERE input.notify)
+)
+SELECT created.id, (SELECT count(*) FROM notified) FROM created;
+
 -- name: write_create
 -- A create of `put`: only over no row or a finished instance, whose head is archived
 -- as an earlier run (the `keep_runs` latest are kept, older ones and their logs go).
