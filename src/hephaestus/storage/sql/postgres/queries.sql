@@ -74,9 +74,12 @@ LEFT JOIN {schema}.workflow_instances AS found ON found.id = %(id)s;
 -- name: write_updates
 -- Many updates of `put` in one statement, each as `write_update` with its `run` known:
 -- `writes` is a JSON array of one object per instance (distinct ids), `log` one of
--- `{id, seq, entry}` rows to append. Rows are locked in id order first, as the
--- one-at-a-time writes lock them, so that two batches never deadlock. Returns a row
--- per instance: its id, then what `write_update` returns.
+-- `{id, seq, entry}` rows to append. Every row is locked in id order first (`locked`,
+-- run once before the update as its init plan), as the one-at-a-time writes lock
+-- them, so that two batches never deadlock. Returns a row per instance: its id, then
+-- what `write_update` returns (the stored row only for a write that was not made).
+-- No join here nests one batch-sized input in another: the planner, which cannot
+-- know their sizes, would compare every pair.
 WITH input AS (
     SELECT * FROM jsonb_to_recordset(%(writes)s::jsonb) AS i(
         id text, owner text, needs_runner boolean, has_commands boolean, is_active boolean,
@@ -104,10 +107,11 @@ WITH input AS (
         updated_at = i.updated_at,
         history_length = i.history_length,
         document = i.document::jsonb
-    FROM input AS i JOIN locked USING (id)
+    FROM input AS i
     WHERE w.id = i.id AND w.revision = i.expected_revision
         AND (i.owner IS NULL OR w.owner = i.owner)
         AND w.run = i.run AND w.history_length = i.base_length
+        AND (SELECT count(*) FROM locked) >= 0
     RETURNING w.id, w.run
 ), appended AS (
     INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
@@ -119,17 +123,13 @@ WITH input AS (
 ), notified AS (
     SELECT pg_notify('hephaestus_work', '') WHERE EXISTS (SELECT 1 FROM input WHERE notify)
 )
-SELECT
-    i.id,
-    (updated.id IS NOT NULL)::integer AS written,
-    found.status,
-    found.revision,
-    found.owner,
-    updated.run,
-    (SELECT count(*) FROM notified)
+SELECT id, 1, NULL, NULL::bigint, NULL, run, (SELECT count(*) FROM notified)
+FROM updated
+UNION ALL
+SELECT i.id, 0, found.status, found.revision, found.owner, NULL, (SELECT count(*) FROM notified)
 FROM input AS i
-LEFT JOIN updated ON updated.id = i.id
-LEFT JOIN {schema}.workflow_instances AS found ON found.id = i.id;
+LEFT JOIN {schema}.workflow_instances AS found ON found.id = i.id
+WHERE i.id NOT IN (SELECT id FROM updated);
 
 -- name: write_creates
 -- Many creates of `put` in one statement, for the ids that hold no row: `writes` and
