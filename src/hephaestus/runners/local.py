@@ -94,6 +94,10 @@ _OUTAGE_FIRST_DELAY = 0.05
 _OUTAGE_MAX_DELAY = 2.0
 #: How many instances one claim takes.
 _CLAIM_BATCH = 100
+
+#: Due instances one timer batch claims and fires, and how many batches fire at once.
+_FIRE_BATCH = 500
+_FIRE_IN_FLIGHT = 2
 #: Every how many heartbeats a runner releases instances of owners that are not registered.
 _ORPHAN_SWEEP_BEATS = 30
 #: The least time between two looks for work written by other processes, in seconds.
@@ -1101,19 +1105,35 @@ class LocalRunner:
             self._wake.set()
 
     async def _fire(self, due: list[str]) -> None:
-        """Fire the timers of `due` instances: those without an actor are read (and claimed,
-        if no runner owns them) in one transaction, not one each, and fired here in a
-        batch (see `_fire_taken`); the others through their actors."""
-        idle = [instance_id for instance_id in due if instance_id not in self._actors]
-        taken = await self._storage_or_raise().claim(self.id, instance_ids=idle) if idle else []
-        self._firing.update(due)
-        fired = await self._fire_taken([i for i in taken if i.id not in self._actors])
-        for instance in taken:
-            if instance.id not in self._actors and instance.id not in fired:
-                self._spawn(instance.id, instance).tell(_Recover())
-        for instance_id in due:
-            if instance_id not in fired:
-                self._tell(instance_id, _FireTimers())  # an actor claims any not taken above
+        """Fire the timers of `due` instances (already in `_firing`): those without an actor
+        are read (and claimed, if no runner owns them) in one transaction, not one each, and
+        fired here in a batch (see `_fire_taken`); the others through their actors. An id
+        this call could not hand on leaves `_firing`, so the next look fires it."""
+        handed: set[str] = set()
+        try:
+            idle = [instance_id for instance_id in due if instance_id not in self._actors]
+            storage = self._storage_or_raise()
+            taken = await storage.claim(self.id, instance_ids=idle) if idle else []
+            handed = await self._fire_taken([i for i in taken if i.id not in self._actors])
+            for instance in taken:
+                if instance.id not in self._actors and instance.id not in handed:
+                    self._spawn(instance.id, instance).tell(_Recover())
+            for instance_id in due:
+                if instance_id not in handed:
+                    self._tell(instance_id, _FireTimers())  # an actor claims any not taken
+                    handed.add(instance_id)
+        finally:
+            for instance_id in due:
+                if instance_id not in handed:
+                    self._firing.discard(instance_id)
+
+    async def _fire_logged(self, due: list[str]) -> None:
+        try:
+            await self._fire(due)
+        except StorageError as exc:
+            logger.warning("the timer loop could not fire timers (%s); trying again", exc)
+        except Exception:
+            logger.exception("the timer loop failed to fire timers; trying again")
 
     async def _fire_taken(self, taken: list[Instance]) -> set[str]:
         """Fire the due timers of instances just claimed, without an actor each: decide with
@@ -1160,8 +1180,21 @@ class LocalRunner:
         return fired
 
     async def _timer_loop(self) -> None:
+        """Look for due timers and fire them, a batch at a time, until cancelled.
+
+        Up to `_FIRE_IN_FLIGHT` batches fire at once: while one is written, the next is
+        read and decided, so the database and this process work at the same time.
+        """
+        batches: set[asyncio.Task[None]] = set()
+        try:
+            await self._look_for_timers(batches)
+        finally:
+            for task in batches:
+                task.cancel()
+            await asyncio.gather(*batches, return_exceptions=True)
+
+    async def _look_for_timers(self, batches: set[asyncio.Task[None]]) -> None:
         storage = self._storage_or_raise()
-        batch = 500
         while True:
             # Cleared before looking, not after: a timer set while storage is being asked
             # (and perhaps missed by the answer) must still wake the next sleep at once.
@@ -1169,8 +1202,19 @@ class LocalRunner:
             self._next_wake = None
             try:
                 now = self._now()
-                due = await storage.due_timers(now, batch, runner_id=self.id)
-                await self._fire([i for i in due if i not in self._firing])
+                # Those being fired are due until written: ask for enough besides them.
+                limit = _FIRE_BATCH + len(self._firing)
+                due = await storage.due_timers(now, limit, runner_id=self.id)
+                fresh = [i for i in due if i not in self._firing][:_FIRE_BATCH]
+                if fresh:
+                    self._firing.update(fresh)
+                    task = asyncio.create_task(self._fire_logged(fresh), name="hephaestus:fire")
+                    batches.add(task)
+                    task.add_done_callback(batches.discard)
+                if len(fresh) == _FIRE_BATCH:  # more are due: read them while these fire
+                    if len(batches) >= _FIRE_IN_FLIGHT:
+                        await asyncio.wait(batches, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 upcoming = await storage.next_timer_at()
                 delay = self._poll
                 if upcoming is not None and upcoming > now:
