@@ -163,8 +163,7 @@ WITH input AS (
         ON l.id = created.id
     ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
 ), notified AS (
-    SELECT pg_notify('hephaestus_work', '')
-    WHERE EXISTS (SELECT 1 FROM input JOIN created USING (id) WHERE input.notify)
+    SELECT pg_notify('hephaestus_work', '') WHERE EXISTS (SELECT 1 FROM input WHERE notify)
 )
 SELECT created.id, (SELECT count(*) FROM notified) FROM created;
 
