@@ -29,34 +29,38 @@ from hephaestus.storage.sqlite import SQLiteStorage
 
 def crash_in_window(after: int) -> None:
     """Kill this process inside the `after`-th write that appends history rows."""
+    from hephaestus.storage import sqlite as sqlite_adapter
     from hephaestus.storage.postgres import PostgresStorage
 
     appended = 0
 
-    def count(rows: Any) -> None:
+    def appending() -> None:
+        """A write that appends history is in the window now."""
         nonlocal appended
-        if any(seq >= 0 for seq, _ in rows.entries):
-            appended += 1
-            if appended >= after:
-                os.kill(os.getpid(), signal.SIGKILL)
+        appended += 1
+        if appended >= after:
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    write_log = SQLiteStorage._write_log
+    flush = sqlite_adapter._Pending.flush
 
-    def sqlite_write_log(self: SQLiteStorage, conn: Any, write: Any, stored: Any) -> Any:
-        run, rows = write_log(self, conn, write, stored)  # log rows written, head not yet
-        if write.expected_revision is not None:
-            count(rows)
-        return run, rows
+    def sqlite_flush(self: Any, conn: Any) -> None:
+        # A batch writes its log rows, then its heads: stop between the two.
+        if self.heads and any(row[2] >= 0 for row in self.log):
+            conn.executemany(sqlite_adapter._Q["append_log"], self.log)
+            self.log.clear()
+            for _ in self.heads:
+                appending()
+        flush(self, conn)
 
     outcome = PostgresStorage._outcome
 
     async def postgres_outcome(self: PostgresStorage, conn: Any, write: Any, row: Any) -> Any:
         # Called inside the transaction, after its statements ran and before COMMIT.
-        if write.expected_revision is not None:
-            count(write.rows)
+        if write.expected_revision is not None and any(seq >= 0 for seq, _ in write.rows.entries):
+            appending()
         return await outcome(self, conn, write, row)
 
-    SQLiteStorage._write_log = sqlite_write_log  # type: ignore[method-assign]
+    sqlite_adapter._Pending.flush = sqlite_flush  # type: ignore[method-assign]
     PostgresStorage._outcome = postgres_outcome  # type: ignore[method-assign]
 
 
