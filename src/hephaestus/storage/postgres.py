@@ -463,6 +463,36 @@ class PostgresStorage(AsyncContext):
             self._known.remember(known)
         return [known.instance for known in claimed]
 
+    async def claim_for_drive(self, runner_id: str, instance_ids: Sequence[str]) -> list[Instance]:
+        """Claim, for a drive job of the distributed runner, those of `instance_ids` that have
+        no owner or are `runner_id`'s already; waits for rows other transactions hold
+        (`claim(instance_ids=...)` skips them). PostgreSQL only, not part of `Storage`."""
+        if not instance_ids:
+            return []
+        params = {"runner": runner_id, "ids": list(dict.fromkeys(instance_ids))}
+        _, rows = await self._modify(self._q["claim_drive"], params)
+        claimed = await self._decoded(rows)
+        for known in claimed:
+            self._known.remember(known)
+        return [known.instance for known in claimed]
+
+    async def release_driven(
+        self, drives: Sequence[tuple[str, str, int]], now: datetime
+    ) -> list[str]:
+        """Release instances whose drive ended, each `(id, owner, revision)`: only where
+        the owner still holds it at that revision and no timer is due by `now`. Returns
+        the ids kept (owned by that owner still): they changed meanwhile, or a timer is
+        due; their owner drives them again. PostgreSQL only, not part of `Storage`."""
+        if not drives:
+            return []
+        payload = _dumps(
+            [{"id": iid, "owner": owner, "revision": revision} for iid, owner, revision in drives]
+        )
+        _, rows = await self._modify(
+            self._q["release_driven"], {"drives": payload, "now": as_utc(now)}
+        )
+        return [str(row[0]) for row in rows]
+
     async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
         rows = await self._fetch(self._q["quarantined"], {"limit": limit})
         return [(str(row_id), str(problem)) for row_id, problem in rows]
@@ -851,6 +881,10 @@ class PostgresTransaction:
         if write.written is not None:
             self.storage._known.remember(write.written, written=True)
         self.writes += 1
+
+    async def release(self, instance_id: str, owner: str) -> None:
+        """Release the instance if `owner` holds it, whatever its revision."""
+        await self.connection.execute(self._q["release_one"], {"id": instance_id, "owner": owner})
 
     async def record_step_result(
         self, instance_id: str, step: str, attempt: int, outcome: dict[str, Any], duration: float
