@@ -124,12 +124,14 @@ class ProcrastinateRunner:
     - `worker`: also run a worker inside this process while the app is open
       (handy for tests and single-machine deployments); otherwise start workers
       with `hephaestus worker --app MODULE:app`.
-    - `concurrency`: drive jobs one worker runs at once; each drives up to
-      `drive_batch` instances (each with all of its running branches).
+    - `concurrency`: instances one worker drives at once (each with all of
+      its running branches), about: a worker runs
+      `ceil(concurrency / drive_batch)` drive jobs at once.
     - `drive_batch`: instances one drive job carries at most; by default
-      `max(1, min(50, concurrency // 2))`: big enough that the queue's per-job
-      cost is shared, small enough that a burst is split into at least two
-      jobs per worker slot's worth of work and so spreads over workers.
+      `max(1, min(50, concurrency // 2))`: big enough that Procrastinate's
+      per-job cost is shared by many instances, small enough that a worker
+      fills its `concurrency` with at least two jobs, so a burst is cut into
+      jobs that spread over every worker (see docs/distributed.md).
     - `stalled_after`: seconds without a heartbeat after which a worker's jobs
       are retried elsewhere and its claims lapse (its lease); `heartbeat` is
       how often workers send one and renew their lease.
@@ -187,8 +189,9 @@ class ProcrastinateRunner:
         self._lease_holds_until = 0.0
         self._joining = asyncio.Lock()
         self._lease_task: asyncio.Task[None] | None = None
-        #: Instances (id, created_at) a drive of this worker runs now: a second job skips them.
-        self._driving: set[tuple[str, datetime]] = set()
+        #: Instances (id, created_at) a drive of this worker runs now: a second job skips
+        #: them, and sets their flag so that the drive claims them again when it ends.
+        self._driving: dict[tuple[str, datetime], bool] = {}
         self._sweeps = 0
         #: Releases of parked instances at the same moment share one statement.
         self._releases: GroupCommit[_Release] = GroupCommit(
@@ -517,20 +520,55 @@ class ProcrastinateRunner:
         if not self._lease_holds(runner_id):
             raise StorageError("this worker's lease may have lapsed; the drive is retried")
         try:
-            claimed = await storage.claim_for_drive(runner_id, ids)
+            claimed, owned = await storage.claim_for_drive(runner_id, ids)
         except Exception:
             # Whether the claim was stored is unknown: give this id up, so that what it may
             # hold is released when its lease lapses; the job is retried under a new one.
             self._abandon(runner_id)
             raise
-        # A drive of this worker may run an instance already (its release will catch what
-        # this job was queued for); one of an earlier instance with the same id does not count.
-        mine = [i for i in claimed if (i.id, i.created_at) not in self._driving]
-        self._driving.update((i.id, i.created_at) for i in mine)
+        mine: dict[str, Instance] = {}
+        for instance in claimed:
+            key = (instance.id, instance.created_at)
+            if key in self._driving:
+                # A drive of this worker runs it (an earlier instance with the same id does
+                # not count): it claims it again once it ends, in case its release came
+                # before this claim.
+                self._driving[key] = True
+            elif instance.id not in mine:
+                # One this worker owned already was read as of the claim's snapshot, maybe
+                # before a drive of it here wrote and ended: claimed (and read) again first.
+                self._driving[key] = instance.id in owned
+                mine[instance.id] = instance
+        await asyncio.gather(*(self._drive_held(runner_id, i) for i in mine.values()))
+
+    async def _drive_held(self, runner_id: str, instance: Instance) -> None:
+        """Drive an instance this worker claimed; again while other jobs claimed it meanwhile.
+
+        While its key is in `_driving`, no other drive of it starts in this
+        worker; a claim read after that (`reread_owned`) sees every write of
+        this worker's earlier drives of it.
+        """
+        key = (instance.id, instance.created_at)
+        storage = self._storage_or_raise()
         try:
-            await asyncio.gather(*(self._drive_claimed(runner_id, i) for i in mine))
+            while True:
+                if self._driving.get(key):
+                    self._driving[key] = False
+                    again, _ = await storage.claim_for_drive(
+                        runner_id, [instance.id], reread_owned=True
+                    )
+                    again = [i for i in again if i.created_at == instance.created_at]
+                    if not again:
+                        return  # finished, or another worker holds it now
+                    instance = again[0]
+                await self._drive_claimed(runner_id, instance)
+                if not self._driving.get(key):
+                    return
+        except Exception:
+            logger.exception("could not claim %s again; its claim lapses", instance.id)
+            self._abandon(runner_id)
         finally:
-            self._driving.difference_update((i.id, i.created_at) for i in mine)
+            self._driving.pop(key, None)
 
     async def _drive_claimed(self, runner_id: str, instance: Instance) -> None:
         """Drive a claimed instance until it parks or finishes, then release it.

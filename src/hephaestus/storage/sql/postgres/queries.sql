@@ -290,7 +290,10 @@ FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
 -- name: claim_drive
 -- As `claim_ids`, for a drive job of the distributed runner, but waiting for rows another
 -- transaction holds (a client's event, a runner's release) instead of skipping them: a
--- row skipped while its holder has not committed would be a wake-up lost.
+-- row skipped while its holder has not committed would be a wake-up lost. The last
+-- column is the revision the claim found (the row as the writer it waited for left it),
+-- NULL for an instance the runner owned already: where it is not the revision of the
+-- head read (as of the statement's snapshot), that head is stale; read it again.
 WITH claimed AS (
     UPDATE {schema}.workflow_instances SET owner = %(runner)s
     WHERE id IN (
@@ -301,15 +304,15 @@ WITH claimed AS (
         FOR UPDATE
     ) AND owner IS NULL
         AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
-    RETURNING id
+    RETURNING id, revision
 ), taken AS (
-    SELECT id FROM claimed
+    SELECT id, revision FROM claimed
     UNION ALL
-    SELECT id FROM {schema}.workflow_instances
+    SELECT id, NULL::bigint FROM {schema}.workflow_instances
     WHERE id = ANY(%(ids)s::text[]) AND owner = %(runner)s AND problem IS NULL
         AND status IN ('pending', 'running', 'waiting')
 )
-SELECT h.id, h.document::text, log.seqs, log.entries, h.run
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run, taken.revision
 FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
 {log};
 
