@@ -183,6 +183,45 @@ async def test_one_job_claims_its_batch_and_leaves_what_a_live_worker_holds(
         await storage.remove_runner("other")
 
 
+async def test_a_job_for_an_instance_its_worker_owns_already_reads_it_again_first(
+    postgres_url: str,
+) -> None:
+    CL_SEEN.clear()
+    storage = PostgresStorage(postgres_url)
+    runner = _runner()
+    async with Hephaestus(storage, runner) as app:
+        iid = await app.start_instance(ClParked, {}, id="clparked::mine")
+        started = await app.get(iid)
+        _forget_jobs(postgres_url)
+        await runner._drive_job(instance_ids=[iid])
+        assert (await app.get(iid)).status is Status.WAITING
+        assert _seen(iid) == [("ClOne", 1)]
+        runner_id = runner._runner_id
+        assert runner_id is not None
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("UPDATE workflow_instances SET owner = %s WHERE id = %s", (runner_id, iid))
+
+        # The claim of a later job finds it this worker's already, and read it as of a
+        # snapshot older than the earlier drive's writes (here: as it was started).
+        claim = storage.claim_for_drive
+
+        async def stale_claim(
+            runner: str, ids: Any, *, reread_owned: bool = False
+        ) -> tuple[list[Instance], set[str]]:
+            if reread_owned:
+                return await claim(runner, ids, reread_owned=True)
+            return [started], {iid}
+
+        storage.claim_for_drive = stale_claim  # type: ignore[method-assign]
+        await runner._drive_job(instance_ids=[iid])
+
+        # ClOne, whose completion is stored, did not run again; the instance was read
+        # again, found parked, and released.
+        assert _seen(iid) == [("ClOne", 1)]
+        assert _owners(postgres_url, [iid]) == {iid: None}
+        assert (await app.get(iid)).status is Status.WAITING
+
+
 async def test_an_event_written_after_the_drives_last_write_is_not_lost(
     postgres_url: str,
 ) -> None:
