@@ -320,3 +320,33 @@ async def test_a_dead_workers_instances_are_taken_over_without_rerunning_stored_
         # ClOne's completion was stored: never again. ClHold was running: again, same attempt.
         assert _seen(iid) == [("ClOne", 1), ("ClHold", 1), ("ClHold", 1), ("ClTwo", 1)]
     CL_GATE.clear()
+
+
+async def test_a_drive_that_fails_hands_its_instance_back_with_a_drive_a_second_later(
+    postgres_url: str,
+) -> None:
+    CL_SEEN.clear()
+    runner = _runner()
+    async with Hephaestus(PostgresStorage(postgres_url), runner) as app:
+        iid = await app.start_instance(ClLinear, {}, id="cllinear::fails")
+        _forget_jobs(postgres_url)
+
+        def unknown(instance: Instance) -> Any:
+            raise LookupError("a workflow this worker does not know")
+
+        known = runner._definitions.get
+        runner._definitions.get = unknown  # type: ignore[method-assign]
+        await runner._drive_job(instance_ids=[iid])
+        runner._definitions.get = known  # type: ignore[method-assign]
+
+        assert _seen(iid) == []
+        assert _owners(postgres_url, [iid]) == {iid: None}
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT args, scheduled_at > now() FROM procrastinate_jobs "
+                "WHERE task_name = 'hephaestus.drive'"
+            ).fetchall()
+        assert rows == [({"instance_ids": [iid]}, True)]
+
+        await runner._drive_job(instance_ids=[iid])
+        assert (await app.get(iid)).status is Status.COMPLETED

@@ -638,7 +638,9 @@ class ProcrastinateRunner:
         try:
             async with storage.transaction() as tx:
                 await tx.release(instance_id, runner_id)
-                await self._defer_drives([instance_id], tx.connection)
+                # Not at once: a drive that fails every time (a workflow this worker does
+                # not know) is tried again every second, not in a busy loop.
+                await self._defer_drives([instance_id], tx.connection, delay=_HAND_BACK_DELAY)
         except Exception:
             logger.exception(
                 "could not hand %s back; its claim lapses with this lease", instance_id
@@ -802,14 +804,18 @@ class ProcrastinateRunner:
                 instance_id=instance_id
             )
 
-    async def _defer_drives(self, instance_ids: list[str], connection: Any = None) -> None:
+    async def _defer_drives(
+        self, instance_ids: list[str], connection: Any = None, *, delay: float | None = None
+    ) -> None:
         """Queue drives of the instances, `drive_batch` per job, all in one statement (on
-        `connection`, if given). No Procrastinate lock: the claim says who drives."""
+        `connection`, if given; `delay` seconds from now, if given). No Procrastinate
+        lock: the claim says who drives."""
         if not instance_ids:
             return
         size = self.drive_batch
+        timing: dict[str, Any] = {} if delay is None else {"schedule_in": {"seconds": delay}}
         jobs = [
-            self._drive.configure().make_new_job(
+            self._drive.configure(**timing).make_new_job(
                 instance_ids=cast("list[JSONValue]", instance_ids[at : at + size])
             )
             for at in range(0, len(instance_ids), size)
@@ -962,6 +968,9 @@ _TRY_SWEEP_LOCK: LiteralString = "SELECT pg_try_advisory_xact_lock(%(key)s::bigi
 
 #: Drives a job of this worker retries in-process when its release is refused, at most.
 _REDRIVES = 5
+
+#: Seconds after which the drive of an instance handed back after a failure runs.
+_HAND_BACK_DELAY = 1.0
 
 #: Every how many sweeps the sweep also releases instances of unregistered owners.
 _ORPHAN_SWEEPS = 20
