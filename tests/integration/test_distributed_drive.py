@@ -120,13 +120,14 @@ def _jobs_deferred(url: str) -> int:
     return int(row[0]) if called[0] else 0
 
 
-def _queued(url: str, task: str) -> list[tuple[str | None, str]]:
+def _queued(url: str, task: str) -> list[tuple[list[str], str]]:
+    """The task's jobs: the instance ids each carries (or its lock) and its status."""
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT lock, status FROM procrastinate_jobs WHERE task_name = %s ORDER BY id",
+            "SELECT args, lock, status FROM procrastinate_jobs WHERE task_name = %s ORDER BY id",
             (task,),
         ).fetchall()
-    return [(lock, status) for lock, status in rows]
+    return [(args.get("instance_ids") or [lock], status) for args, lock, status in rows]
 
 
 async def _final(app: Hephaestus, instance_id: str) -> Instance:
@@ -206,11 +207,14 @@ async def test_starts_made_at_once_share_a_transaction_and_a_refused_one_fails_a
         assert len(refused) == 1
         assert isinstance(refused[0], AlreadyRunningError)
         assert storage.stats.transactions - transactions < 31
-        # Each started instance is stored with its drive job, the refused one with none.
+        # Each started instance is stored with its drive, the refused one with none;
+        # drives go `drive_batch` instances to a job.
         drives = _queued(postgres_url, "hephaestus.drive")
-        assert sorted(lock or "" for lock, _ in drives) == sorted(
+        assert sorted(iid for ids, _ in drives for iid in ids) == sorted(
             f"drlinear::s{n}" for n in range(30)
         )
+        assert app.runner.drive_batch == 5  # type: ignore[attr-defined]
+        assert len(drives) == 6
         for n in range(30):
             assert (await app.get(f"drlinear::s{n}")).status is Status.RUNNING
 
@@ -230,7 +234,7 @@ async def test_the_sweep_drives_a_running_instance_no_job_holds(postgres_url: st
         iid = await app.start_instance(DrLinear, {}, id="drlinear::lost")
         # Its drive is gone (a drive that gave up), and it was last written long ago.
         with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute("DELETE FROM procrastinate_jobs WHERE lock = %s", (iid,))
+            conn.execute("DELETE FROM procrastinate_jobs WHERE args->'instance_ids' ? %s", (iid,))
             conn.execute(
                 "UPDATE workflow_instances SET updated_at = now() - interval '1 hour' "
                 "WHERE id = %s",
@@ -239,11 +243,11 @@ async def test_the_sweep_drives_a_running_instance_no_job_holds(postgres_url: st
         assert _queued(postgres_url, "hephaestus.drive") == []
 
         await runner.sweep_once()
-        assert _queued(postgres_url, "hephaestus.drive") == [(iid, "todo")]
+        assert _queued(postgres_url, "hephaestus.drive") == [([iid], "todo")]
 
         # A drive is queued now: the next sweep leaves the instance alone.
         await runner.sweep_once()
-        assert _queued(postgres_url, "hephaestus.drive") == [(iid, "todo")]
+        assert _queued(postgres_url, "hephaestus.drive") == [([iid], "todo")]
 
 
 async def test_a_result_recorded_by_the_earlier_design_is_applied_and_the_rest_is_driven(
@@ -267,4 +271,4 @@ async def test_a_result_recorded_by_the_earlier_design_is_applied_and_the_rest_i
         async with storage.transaction() as tx:
             assert await tx.step_results(iid) == []
         # The start's drive, and the advance's for the next step.
-        assert [lock for lock, _ in _queued(postgres_url, "hephaestus.drive")] == [iid, iid]
+        assert [ids for ids, _ in _queued(postgres_url, "hephaestus.drive")] == [[iid], [iid]]

@@ -1,19 +1,26 @@
 """One drive of one instance by the distributed runner: its steps run here until it parks.
 
-A worker that takes a `hephaestus.drive(instance_id)` job (locked by the
-instance id, so no other worker drives the instance meanwhile) reads the
-instance once, fires its due timers, and runs every step that can run now in
-this process: fan-out branches at once, as tasks (sync steps on the runner's
-thread pool). Each result goes through the pure engine and the new state is
-written with optimistic concurrency through the storage's group commit, so
-the writes of every instance this worker drives share transactions. Steps the
-new state starts run at once, in the same drive. The drive ends when nothing
-runs any more: the instance finished, or it parked on an event or a timer.
+A worker that takes a `hephaestus.drive(instance_ids=[...])` job first claims
+those instances (a claim record in storage: the instance's owner is the
+worker's registered runner id; see `hephaestus.runners.procrastinate`), then
+drives each claimed instance at once, as a `Drive`: it fires the instance's
+due timers and runs every step that can run now in this process (fan-out
+branches at once, as tasks; sync steps on the runner's thread pool). Each
+result goes through the pure engine and the new state is written with
+optimistic concurrency *as the owner* through the storage's group commit, so
+the writes of every instance this worker drives share transactions and a
+write of a worker that lost its claim (its lease lapsed and it was reaped) is
+refused with `OwnershipError`: that drive stops at once. Steps the new state
+starts run at once, in the same drive. The drive ends when nothing runs any
+more: the instance finished, or it parked on an event or a timer. No step
+starts once the worker's lease may have lapsed.
 
 A client (a web process) may write the instance while it is driven: an
 event, a cancel. The driver's next write then fails on the revision; it reads
 the instance again and applies its results to what is stored (the engine
 ignores a result the instance no longer expects), so neither write is lost.
+What a client writes after the driver's last write is caught when the driver
+releases the instance (the release is refused at a revision it did not write).
 """
 
 from __future__ import annotations
@@ -30,11 +37,11 @@ from hephaestus.core.commands import RunStep, StopSteps
 from hephaestus.core.definition import WorkflowDefinition
 from hephaestus.core.engine import Advance
 from hephaestus.core.instance import Instance
-from hephaestus.errors import ConcurrencyError, InstanceNotFoundError
+from hephaestus.errors import ConcurrencyError, InstanceNotFoundError, OwnershipError
 from hephaestus.runners._shell import StepRun, report, run_attempt
 from hephaestus.storage.base import Storage
 
-__all__ = ["drive"]
+__all__ = ["Drive"]
 
 logger = logging.getLogger("hephaestus.runner.procrastinate")
 
@@ -49,24 +56,17 @@ _Result = tuple[str, int, StepRun]
 _Decision = tuple[Advance, StepRun | None]
 
 
-async def drive(
-    storage: Storage,
-    definition_of: Callable[[Instance], WorkflowDefinition],
-    instance_id: str,
-    *,
-    now: Callable[[], datetime],
-    executor: Executor | None,
-    written: Written,
-) -> int:
-    """Run the instance's steps until it parks or finishes; how many results were applied."""
-    try:
-        instance = await storage.get(instance_id)
-    except InstanceNotFoundError:
-        return 0  # deleted since the job was queued
-    return await _Drive(storage, definition_of, instance, now, executor, written).run()
+class Drive:
+    """Runs one claimed instance's steps until it parks or finishes.
 
+    After `run()`: `gone` if the instance finished (its last write, or a
+    client's cancel, left it without an owner), was deleted or replaced;
+    `lost` (and `gone`) if this worker may not hold it any more (a write was
+    refused to it as owner while the instance is active, or `lapsed`: its
+    lease may have lapsed, so it started no more steps): then it must not
+    release it either. Otherwise it parked at `instance.revision`.
+    """
 
-class _Drive:
     def __init__(
         self,
         storage: Storage,
@@ -75,8 +75,13 @@ class _Drive:
         now: Callable[[], datetime],
         executor: Executor | None,
         written: Written,
+        *,
+        owner: str | None = None,
+        may_start: Callable[[], bool] = lambda: True,
     ) -> None:
         self.storage = storage
+        self.owner = owner
+        self.may_start = may_start
         self.definition_of = definition_of
         self.instance = instance
         self.now = now
@@ -86,6 +91,8 @@ class _Drive:
         self.running: dict[str, tuple[int, asyncio.Task[StepRun]]] = {}
         self.applied = 0
         self.gone = False
+        self.lost = False
+        self.lapsed = False
 
     async def run(self) -> int:
         try:
@@ -123,6 +130,10 @@ class _Drive:
             current = self.running.get(command.step)
             if current is not None and current[0] == command.attempt:
                 continue
+            if not self.may_start():
+                # This worker's lease may have lapsed: another may hold the instance soon.
+                self.lost = self.gone = self.lapsed = True
+                return
             if current is not None:
                 current[1].cancel()  # an older attempt: its result is stale anyway
             task = asyncio.create_task(
@@ -178,7 +189,13 @@ class _Drive:
             if after is before:
                 return
             try:
-                await self.storage.put(after, before.revision)
+                await self.storage.put(after, before.revision, owner=self.owner)
+            except OwnershipError:
+                # Finished (a cancel leaves no owner), replaced or deleted meanwhile: gone.
+                # Still active: this worker's claim was taken (its lease lapsed): stop.
+                if await self._reload():
+                    self.lost = self.gone = True
+                return
             except ConcurrencyError:
                 if not await self._reload():
                     return

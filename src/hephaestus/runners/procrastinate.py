@@ -1,20 +1,29 @@
 """`ProcrastinateRunner`: run instances on many workers and machines, on Procrastinate.
 
 Procrastinate is a PostgreSQL job queue; this runner keeps no scheduler of its
-own. It distributes *instances that have work*, not steps: one job per
-wake-up of an instance, on one queue.
+own. It distributes *instances that have work*, not steps, on one queue:
 
-- `hephaestus.drive(instance_id)` — *locked* by the instance id, so one worker
-  at a time holds an instance. That worker runs the instance's steps in its
-  own process until the instance parks or finishes: consecutive steps one
-  after the other, fan-out branches at once (see `hephaestus.runners._drive`).
-  Each new state is written with the storage's group commit, so the writes of
-  every instance a worker drives share transactions.
-- `hephaestus.wake()` — a small *unlocked* job scheduled when timers come due.
-  One wake job serves every timer due in the same `timer_resolution` slot: it
-  reads the instances with due timers and queues their drives in one batch.
-  Timers are never locked future jobs: a locked job waiting for its
-  `scheduled_at` would block every job of its lock until then.
+- `hephaestus.drive(instance_ids=[...])` — one job for up to `drive_batch`
+  instances that were started or woken together. The worker that takes it
+  *claims* them: a claim record in storage (the instance's `owner`, set in
+  one statement) says which worker holds an instance; each worker registers
+  as a runner with a lease that it renews every `heartbeat` seconds. It
+  drives every instance it claimed at once, in its own process, until each
+  parks or finishes: consecutive steps one after the other, fan-out branches
+  at once (see `hephaestus.runners._drive`). Each new state is written as
+  the owner with the storage's group commit, so the writes of every instance
+  a worker drives share transactions, and a worker that lost its claim is
+  refused and stops. An instance it could not claim is held by another
+  worker, which drives it. A parked instance is released with one
+  conditional statement: only at the revision its drive last wrote and with
+  no timer due; otherwise (a client wrote it meanwhile, and that write's own
+  drive job found it claimed) the worker drives it again. Jobs carry no
+  Procrastinate lock: a duplicate drive is harmless, only the claim holder
+  runs steps. (A `drive(instance_id=...)` job queued by an earlier version,
+  locked by its instance, is still served.)
+- `hephaestus.wake()` — a small job scheduled when timers come due. One wake
+  job serves every timer due in the same `timer_resolution` slot: it reads
+  the instances with due timers and queues their drives in one batch.
 - `hephaestus.advance(instance_id)` and `hephaestus.run_step(...)` — the jobs of
   the earlier one-job-per-step design, kept so that a queue left by it drains:
   an advance applies stored step results, a run_step queues a drive.
@@ -25,11 +34,13 @@ and queue the drive the new state needs in the same transaction: the event is
 validated against the stored state and written before the call returns, and
 no state that needs a worker is stored without its job.
 
-A worker killed mid-drive leaves its job `doing`; every worker retries the
-jobs of workers that stopped sending heartbeats, so another worker drives the
-instance from its last stored state: a step whose result was stored never
-runs again; one that was running runs again with the same attempt number and
-idempotency key (steps run at least once).
+A worker killed mid-drive stops renewing its lease. The sweep (one worker at
+a time) forgets runners whose lease lapsed, which releases their instances,
+retries the jobs of workers that stopped sending Procrastinate heartbeats,
+and queues drives for running instances that nobody owns and no drive job
+covers: another worker drives them from their last stored state. A step
+whose result was stored never runs again; one that was running runs again
+with the same attempt number and idempotency key (steps run at least once).
 """
 
 from __future__ import annotations
@@ -40,11 +51,14 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, LiteralString
+from typing import TYPE_CHECKING, Any, LiteralString, cast
 
 from hephaestus.core import engine
 from hephaestus.core.commands import RunStep
@@ -55,11 +69,12 @@ from hephaestus.core.instance import Instance
 from hephaestus.core.keys import validate_id
 from hephaestus.core.step import Step
 from hephaestus.errors import (
+    ConcurrencyError,
     HephaestusError,
     InstanceNotFoundError,
     StorageError,
 )
-from hephaestus.runners._drive import drive
+from hephaestus.runners._drive import Drive
 from hephaestus.runners._recorded import apply_recorded
 from hephaestus.runners._shell import (
     Clock,
@@ -73,7 +88,7 @@ from hephaestus.runners._shell import (
 )
 from hephaestus.runners.base import TimerHandle
 from hephaestus.storage._group_commit import GroupCommit
-from hephaestus.storage.base import Storage
+from hephaestus.storage.base import RunnerRecord, Storage
 from hephaestus.telemetry import lifecycle
 
 try:
@@ -87,6 +102,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 if TYPE_CHECKING:
+    from procrastinate.types import JSONValue
+
     from hephaestus.storage.postgres import PostgresStorage, PostgresTransaction
 
 __all__ = ["ProcrastinateRunner"]
@@ -100,16 +117,24 @@ RUN_STEP = "hephaestus.run_step"
 
 
 class ProcrastinateRunner:
-    """Runs instances on any number of worker processes, one Procrastinate job per wake-up.
+    """Runs instances on any number of worker processes, one Procrastinate job per batch of
+    instances started or woken together.
 
     - `queue`: the Procrastinate queue the jobs go to.
     - `worker`: also run a worker inside this process while the app is open
       (handy for tests and single-machine deployments); otherwise start workers
       with `hephaestus worker --app MODULE:app`.
     - `concurrency`: instances one worker drives at once (each with all of
-      its running branches).
+      its running branches), about: a worker runs
+      `ceil(concurrency / drive_batch)` drive jobs at once.
+    - `drive_batch`: instances one drive job carries at most; by default
+      `max(1, min(50, concurrency // 2))`: big enough that Procrastinate's
+      per-job cost is shared by many instances, small enough that a worker
+      fills its `concurrency` with at least two jobs, so a burst is cut into
+      jobs that spread over every worker (see docs/distributed.md).
     - `stalled_after`: seconds without a heartbeat after which a worker's jobs
-      are retried elsewhere; `heartbeat` is how often workers send one.
+      are retried elsewhere and its claims lapse (its lease); `heartbeat` is
+      how often workers send one and renew their lease.
     - `step_threads`: threads a worker runs sync steps on.
     - `poll_interval`: how often an idle worker looks for jobs that became due
       (timers); new jobs wake workers at once through LISTEN/NOTIFY.
@@ -123,6 +148,7 @@ class ProcrastinateRunner:
         queue: str = "hephaestus",
         worker: bool = False,
         concurrency: int = 10,
+        drive_batch: int | None = None,
         stalled_after: float = 30.0,
         heartbeat: float = 10.0,
         step_threads: int = 16,
@@ -137,6 +163,9 @@ class ProcrastinateRunner:
         self.queue = queue
         self._embedded_worker = worker
         self.concurrency = concurrency
+        if drive_batch is not None and drive_batch < 1:
+            raise ValueError("drive_batch must be at least 1")
+        self.drive_batch = drive_batch or max(1, min(50, concurrency // 2))
         self.stalled_after = stalled_after
         self.heartbeat = heartbeat
         self.poll_interval = poll_interval
@@ -153,6 +182,23 @@ class ProcrastinateRunner:
         self._pool: ThreadPoolExecutor | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._queue_pool: _QueuePool | None = None
+        #: This worker's runner id in storage (the owner of what it claims), once it joined.
+        self._runner_id: str | None = None
+        self._runner_started = time.time()
+        #: Real time until which the lease of `_runner_id` surely holds (renewal sent before it).
+        self._lease_holds_until = 0.0
+        self._joining = asyncio.Lock()
+        self._lease_task: asyncio.Task[None] | None = None
+        #: Instances (id, created_at) a drive of this worker runs now: a second job skips
+        #: them, and sets their flag so that the drive claims them again when it ends.
+        self._driving: dict[tuple[str, datetime], bool] = {}
+        self._sweeps = 0
+        #: Releases of parked instances at the same moment share one statement.
+        self._releases: GroupCommit[_Release] = GroupCommit(
+            self._write_releases,
+            name="hephaestus releases",
+            interrupted="the runner closed before this release was stored",
+        )
         #: Wake-up slots this process queued a wake job for (slot -> due time): skip them.
         self._wake_slots: dict[int, float] = {}
         #: Starts made at the same moment share one transaction (and one batch of drives).
@@ -227,6 +273,7 @@ class ProcrastinateRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker_task
             self._worker_task = None
+        await self._leave()
         for task in list(self._waking):
             task.cancel()
         if self._storage is not None:
@@ -244,13 +291,19 @@ class ProcrastinateRunner:
     ) -> None:
         """Work the queue until cancelled (or stopped by SIGINT/SIGTERM).
 
-        Alongside, retry the jobs of workers that stopped sending heartbeats.
+        The worker registers as a runner in storage first (its claims are
+        recorded under that id) and renews its lease every `heartbeat`
+        seconds; on a clean exit it hands its instances back (released, with
+        a drive queued for each) and deregisters. Alongside, it sweeps for
+        the work of dead workers (see `sweep_once`).
         """
+        await self._runner()
         stalled = asyncio.create_task(self._retry_stalled_jobs(), name="hephaestus:stalled")
         try:
             await self.procrastinate.run_worker_async(
                 queues=[self.queue],
-                concurrency=concurrency or self.concurrency,
+                # `concurrency` counts instances; a job drives up to `drive_batch` of them.
+                concurrency=-(-(concurrency or self.concurrency) // self.drive_batch),
                 wait=True,
                 install_signal_handlers=install_signal_handlers,
                 update_heartbeat_interval=self.heartbeat,
@@ -264,6 +317,7 @@ class ProcrastinateRunner:
             stalled.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stalled
+            await self._leave()
 
     async def _recover_stalled(self, job: procrastinate.jobs.Job) -> None:
         """Take over a job of a dead worker.
@@ -306,13 +360,16 @@ class ProcrastinateRunner:
     async def sweep_once(self) -> int:
         """Take over what dead workers left; how many stalled jobs this worker took over.
 
+        - Runners whose lease lapsed (killed workers) are forgotten, which
+          releases the instances they held.
         - Jobs of workers that stopped sending heartbeats (killed) are retried.
         - Instances with step results or due timers that nobody applied for
           `stalled_after` seconds (a wake-up or an advance failed, or its
           process died before queueing it) get an advance.
-        - Running instances with no drive queued or running that were not
-          written for `stalled_after` seconds (a drive gave up: the database
-          was down longer than its retries) get a drive.
+        - Running instances that nobody owns, with no drive queued or running,
+          that were not written for `stalled_after` seconds (their worker
+          died, or a drive gave up: the database was down longer than its
+          retries) get a drive.
 
         One worker of the queue sweeps at a time: the sweep holds a PostgreSQL
         advisory lock (taken without waiting: a worker that finds it held skips
@@ -326,6 +383,15 @@ class ProcrastinateRunner:
             locked = await cursor.fetchone()
             if not (locked and locked[0]):
                 return 0  # another worker is sweeping right now
+            self._sweeps += 1
+            reaped = await storage.reap_runners(
+                time.time(), orphans=self._sweeps % _ORPHAN_SWEEPS == 1
+            )
+            if reaped:
+                logger.warning(
+                    "worker(s) %s stopped renewing their lease; their instances are released",
+                    ", ".join(reaped),
+                )
             for job in await manager.get_stalled_jobs(
                 queue=self.queue, seconds_since_heartbeat=self.stalled_after
             ):
@@ -436,15 +502,235 @@ class ProcrastinateRunner:
 
     # -- jobs --
 
-    async def _drive_job(self, instance_id: str) -> None:
-        await drive(
-            self._storage_or_raise(),
-            self._definitions.get,
-            instance_id,
-            now=self._now,
-            executor=self._pool,
-            written=self._schedule_wakes,
+    async def _drive_job(
+        self, instance_ids: list[str] | None = None, instance_id: str | None = None
+    ) -> None:
+        """Claim the job's instances and drive each one this worker claimed, at once.
+
+        (`instance_id` is what drive jobs of the earlier one-instance-per-job
+        design carry.) An instance not claimed is held by another worker,
+        which drives it and catches, when it releases it, any change that
+        this job was queued for.
+        """
+        ids = list(instance_ids or ())
+        if instance_id is not None:
+            ids.append(instance_id)
+        storage = self._storage_or_raise()
+        runner_id = await self._runner()
+        if not self._lease_holds(runner_id):
+            raise StorageError("this worker's lease may have lapsed; the drive is retried")
+        try:
+            claimed, owned = await storage.claim_for_drive(runner_id, ids)
+        except Exception:
+            # Whether the claim was stored is unknown: give this id up, so that what it may
+            # hold is released when its lease lapses; the job is retried under a new one.
+            self._abandon(runner_id)
+            raise
+        mine: dict[str, Instance] = {}
+        for instance in claimed:
+            key = (instance.id, instance.created_at)
+            if key in self._driving:
+                # A drive of this worker runs it (an earlier instance with the same id does
+                # not count): it claims it again once it ends, in case its release came
+                # before this claim.
+                self._driving[key] = True
+            elif instance.id not in mine:
+                # One this worker owned already was read as of the claim's snapshot, maybe
+                # before a drive of it here wrote and ended: claimed (and read) again first.
+                self._driving[key] = instance.id in owned
+                mine[instance.id] = instance
+        await asyncio.gather(*(self._drive_held(runner_id, i) for i in mine.values()))
+
+    async def _drive_held(self, runner_id: str, instance: Instance) -> None:
+        """Drive an instance this worker claimed; again while other jobs claimed it meanwhile.
+
+        While its key is in `_driving`, no other drive of it starts in this
+        worker; a claim read after that (`reread_owned`) sees every write of
+        this worker's earlier drives of it.
+        """
+        key = (instance.id, instance.created_at)
+        storage = self._storage_or_raise()
+        try:
+            while True:
+                if self._driving.get(key):
+                    self._driving[key] = False
+                    again, _ = await storage.claim_for_drive(
+                        runner_id, [instance.id], reread_owned=True
+                    )
+                    again = [i for i in again if i.created_at == instance.created_at]
+                    if not again:
+                        return  # finished, or another worker holds it now
+                    instance = again[0]
+                await self._drive_claimed(runner_id, instance)
+                if not self._driving.get(key):
+                    return
+        except Exception:
+            logger.exception("could not claim %s again; its claim lapses", instance.id)
+            self._abandon(runner_id)
+        finally:
+            self._driving.pop(key, None)
+
+    async def _drive_claimed(self, runner_id: str, instance: Instance) -> None:
+        """Drive a claimed instance until it parks or finishes, then release it.
+
+        A release refused (a client wrote the instance after this drive's last
+        write, or a timer came due) drives it again from what is stored. A
+        drive that fails, or that keeps being woken, hands the instance back:
+        released with a drive job queued, in one transaction.
+        """
+        storage = self._storage_or_raise()
+        try:
+            for _ in range(_REDRIVES):
+                run = Drive(
+                    storage,
+                    self._definitions.get,
+                    instance,
+                    self._now,
+                    self._pool,
+                    self._schedule_wakes,
+                    owner=runner_id,
+                    may_start=lambda: self._lease_holds(runner_id),
+                )
+                await run.run()
+                if run.lapsed:
+                    # Its lease may lapse: it gives this id up (a renewal that comes late
+                    # must not keep it alive), so it is reaped and what it held released.
+                    self._abandon(runner_id)
+                    return
+                if run.gone:
+                    return  # finished, replaced or deleted; or another worker holds it now
+                try:
+                    release = _Release(instance.id, runner_id, run.instance.revision)
+                    await self._releases.submit(release)
+                    return
+                except ConcurrencyError:
+                    pass  # kept: changed since, or a timer is due; drive it again
+                try:
+                    instance = await storage.get(instance.id)
+                except InstanceNotFoundError:
+                    return
+        except Exception:
+            logger.exception("the drive of %s failed; it is queued again", instance.id)
+        await self._hand_back(runner_id, instance.id)
+
+    async def _write_releases(self, batch: list[_Release]) -> list[HephaestusError | None]:
+        storage = self._storage_or_raise()
+        kept = set(
+            await storage.release_driven(
+                [(r.instance_id, r.owner, r.revision) for r in batch], self._now()
+            )
         )
+        return [
+            ConcurrencyError(f"instance {r.instance_id} changed while it was driven")
+            if r.instance_id in kept
+            else None
+            for r in batch
+        ]
+
+    async def _hand_back(self, runner_id: str, instance_id: str) -> None:
+        """Release the instance and queue a drive of it, in one transaction.
+
+        If even that fails (the database is unreachable), this worker gives up
+        its runner id: its lease lapses, the sweep releases everything it held
+        and queues the drives (a new id claims from now on).
+        """
+        storage = self._storage_or_raise()
+        try:
+            async with storage.transaction() as tx:
+                await tx.release(instance_id, runner_id)
+                # Not at once: a drive that fails every time (a workflow this worker does
+                # not know) is tried again every second, not in a busy loop.
+                await self._defer_drives([instance_id], tx.connection, delay=_HAND_BACK_DELAY)
+        except Exception:
+            logger.exception(
+                "could not hand %s back; its claim lapses with this lease", instance_id
+            )
+            self._abandon(runner_id)
+
+    # -- this worker as a runner in storage --
+
+    async def _runner(self) -> str:
+        """This worker's runner id, registered (with a lease being renewed) on first use."""
+        async with self._joining:
+            if self._runner_id is None:
+                storage = self._storage_or_raise()
+                host = socket.gethostname()
+                runner_id = f"procrastinate:{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                now = time.time()
+                await storage.register_runner(
+                    RunnerRecord(
+                        runner_id,
+                        host,
+                        os.getpid(),
+                        self._runner_started,
+                        now,
+                        now + self.stalled_after,
+                    )
+                )
+                self._runner_id = runner_id
+                self._lease_holds_until = now + self.stalled_after
+            if self._lease_task is None:
+                self._lease_task = asyncio.create_task(self._keep_lease(), name="hephaestus:lease")
+            return self._runner_id
+
+    def _lease_holds(self, runner_id: str) -> bool:
+        """Whether `runner_id` is this worker's current id and its lease surely holds."""
+        return runner_id == self._runner_id and time.time() < self._lease_holds_until
+
+    def _abandon(self, runner_id: str) -> None:
+        """Stop renewing `runner_id` (if it is the current id): the next drive joins anew."""
+        if self._runner_id == runner_id:
+            logger.warning("worker %s gives its runner id up; its claims lapse", runner_id)
+            self._runner_id = None
+            self._lease_holds_until = 0.0
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease every `heartbeat` seconds; join anew if it was reaped."""
+        storage = self._storage_or_raise()
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            runner_id = self._runner_id
+            if runner_id is None:
+                continue  # abandoned: the next drive job joins anew
+            sent = time.time()
+            try:
+                renewed = await storage.renew_runner(runner_id, sent, sent + self.stalled_after)
+            except Exception as exc:
+                logger.warning("worker %s could not renew its lease: %s", runner_id, exc)
+                continue
+            if runner_id != self._runner_id:
+                continue
+            if renewed:
+                self._lease_holds_until = sent + self.stalled_after
+            else:  # reaped: its instances were released and may be claimed by others
+                self._abandon(runner_id)
+
+    async def _leave(self) -> None:
+        """Stop renewing; hand every instance this worker holds back and deregister."""
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_task
+            self._lease_task = None
+        runner_id, self._runner_id = self._runner_id, None
+        storage = self._storage
+        if runner_id is None or storage is None:
+            return
+        try:
+            await self._releases.drain()
+            async with storage.transaction() as tx:
+                query = sql.SQL(_HAND_OVER).format(schema=sql.Identifier(storage.schema))
+                cursor = await tx.connection.execute(query, {"runner": runner_id})
+                held = [str(row[0]) for row in await cursor.fetchall()]
+                await self._defer_drives(held, tx.connection)
+            await storage.remove_runner(runner_id)
+        except Exception as exc:
+            logger.warning(
+                "worker %s could not deregister (%s); its lease lapses in %.1fs",
+                runner_id,
+                exc,
+                self.stalled_after,
+            )
 
     async def _wake_job(self, instance_id: str | None = None) -> None:
         """Queue a drive, in one batch, for every instance whose timer is due now.
@@ -503,7 +789,7 @@ class ProcrastinateRunner:
             return
         async with self._queue_pool_or_raise().connection() as conn:
             cursor = await conn.execute(
-                _QUEUED_DRIVES, {"queue": self.queue, "task": DRIVE, "locks": due}
+                _QUEUED_DRIVES, {"queue": self.queue, "task": DRIVE, "ids": due}
             )
             queued = {str(row[0]) for row in await cursor.fetchall()}
         await self._defer_drives([iid for iid in due if iid not in queued])
@@ -518,13 +804,21 @@ class ProcrastinateRunner:
                 instance_id=instance_id
             )
 
-    async def _defer_drives(self, instance_ids: list[str], connection: Any = None) -> None:
-        """Queue one drive per instance, all in one statement (on `connection`, if given)."""
+    async def _defer_drives(
+        self, instance_ids: list[str], connection: Any = None, *, delay: float | None = None
+    ) -> None:
+        """Queue drives of the instances, `drive_batch` per job, all in one statement (on
+        `connection`, if given; `delay` seconds from now, if given). No Procrastinate
+        lock: the claim says who drives."""
         if not instance_ids:
             return
+        size = self.drive_batch
+        timing: dict[str, Any] = {} if delay is None else {"schedule_in": {"seconds": delay}}
         jobs = [
-            self._drive.configure(lock=instance_id).make_new_job(instance_id=instance_id)
-            for instance_id in instance_ids
+            self._drive.configure(**timing).make_new_job(
+                instance_ids=cast("list[JSONValue]", instance_ids[at : at + size])
+            )
+            for at in range(0, len(instance_ids), size)
         ]
         try:
             await self.procrastinate.job_manager.batch_defer_jobs_async(jobs, connection=connection)
@@ -672,23 +966,59 @@ _WAKE_BATCH = 1000
 #: Held (for one transaction) by the worker that sweeps a queue for stalled work.
 _TRY_SWEEP_LOCK: LiteralString = "SELECT pg_try_advisory_xact_lock(%(key)s::bigint)"
 
-#: Of the given instance ids, those with a drive queued and not started (it will read them).
+#: Drives a job of this worker retries in-process when its release is refused, at most.
+_REDRIVES = 5
+
+#: Seconds after which the drive of an instance handed back after a failure runs.
+_HAND_BACK_DELAY = 1.0
+
+#: Every how many sweeps the sweep also releases instances of unregistered owners.
+_ORPHAN_SWEEPS = 20
+
+#: Of the given instance ids, those with a drive queued and not started (it will read them):
+#: in a job's `instance_ids`, or the lock of a drive of the earlier design.
 _QUEUED_DRIVES: LiteralString = """
+SELECT x.id FROM procrastinate_jobs j,
+    jsonb_array_elements_text(j.args->'instance_ids') AS x(id)
+WHERE j.queue_name = %(queue)s AND j.task_name = %(task)s AND j.status = 'todo'
+    AND j.args->'instance_ids' ?| %(ids)s::text[] AND x.id = ANY(%(ids)s::text[])
+UNION
 SELECT lock FROM procrastinate_jobs
 WHERE queue_name = %(queue)s AND task_name = %(task)s AND status = 'todo'
-    AND lock = ANY(%(locks)s::text[])
+    AND lock = ANY(%(ids)s::text[])
 """
 
-#: Running instances not written for a while that no drive (queued or running) holds.
+#: Running instances nobody owns, not written for a while, that no drive (queued or
+#: running) covers.
 _UNDRIVEN: LiteralString = """
 SELECT i.id FROM {schema}.workflow_instances i
-WHERE i.status = 'running' AND i.updated_at < now() - make_interval(secs => %(seconds)s)
+WHERE i.status = 'running' AND i.owner IS NULL AND i.problem IS NULL
+    AND i.updated_at < now() - make_interval(secs => %(seconds)s)
     AND NOT EXISTS (
         SELECT 1 FROM procrastinate_jobs j
-        WHERE j.lock = i.id AND j.queue_name = %(queue)s AND j.status IN ('todo', 'doing')
+        WHERE j.queue_name = %(queue)s AND j.status IN ('todo', 'doing')
+            AND (j.lock = i.id OR j.args->'instance_ids' ? i.id)
     )
 LIMIT 1000
 """
+
+#: A worker leaving: release what it holds; the active ones get a drive.
+_HAND_OVER: LiteralString = """
+UPDATE {schema}.workflow_instances SET owner = NULL
+WHERE owner = %(runner)s
+RETURNING id
+"""
+
+
+class _Release:
+    """A parked instance whose drive ended, to release at the revision it last wrote."""
+
+    __slots__ = ("instance_id", "owner", "revision")
+
+    def __init__(self, instance_id: str, owner: str, revision: int) -> None:
+        self.instance_id = instance_id
+        self.owner = owner
+        self.revision = revision
 
 
 class _Start:

@@ -84,6 +84,7 @@ from hephaestus.errors import (
     AlreadyRunningError,
     ConcurrencyError,
     HephaestusError,
+    InstanceNotFoundError,
     StorageError,
 )
 from hephaestus.storage._group_commit import GroupCommit
@@ -465,6 +466,63 @@ class PostgresStorage(AsyncContext):
         for known in claimed:
             self._known.remember(known)
         return [known.instance for known in claimed]
+
+    async def claim_for_drive(
+        self, runner_id: str, instance_ids: Sequence[str], *, reread_owned: bool = False
+    ) -> tuple[list[Instance], set[str]]:
+        """Claim, for a drive job of the distributed runner, those of `instance_ids` that have
+        no owner or are `runner_id`'s already; waits for rows other transactions hold
+        (`claim(instance_ids=...)` skips them). PostgreSQL only, not part of `Storage`.
+
+        Returns the instances and the ids of those that `runner_id` owned already. A
+        newly claimed instance is as stored (read again if the statement's snapshot was
+        older than the row it claimed). One owned already is as of the statement's
+        snapshot, which may be older than its owner's own latest write: with
+        `reread_owned` it is read again (call it so once no drive of it runs)."""
+        if not instance_ids:
+            return [], set()
+        params = {"runner": runner_id, "ids": list(dict.fromkeys(instance_ids))}
+        _, rows = await self._modify(self._q["claim_drive"], params)
+        found: dict[str, int | None] = {}
+        for row in rows:
+            iid = str(row[0])
+            found[iid] = None if iid in found else row[5]
+        owned = {iid for iid, revision in found.items() if revision is None}
+        claimed: list[Instance] = []
+        seen: set[str] = set()
+        for known in await self._decoded(rows):
+            instance = known.instance
+            if instance.id in seen:
+                continue
+            seen.add(instance.id)
+            if instance.id in owned and not reread_owned:
+                claimed.append(instance)
+            elif found.get(instance.id) == instance.revision:
+                self._known.remember(known)
+                claimed.append(instance)
+            else:
+                # The head read is older than the row (a writer committed in between, a
+                # step's completion perhaps): read it again, now that this runner holds it.
+                with contextlib.suppress(InstanceNotFoundError):
+                    claimed.append(await self.get(instance.id))
+        return claimed, owned
+
+    async def release_driven(
+        self, drives: Sequence[tuple[str, str, int]], now: datetime
+    ) -> list[str]:
+        """Release instances whose drive ended, each `(id, owner, revision)`: only where
+        the owner still holds it at that revision and no timer is due by `now`. Returns
+        the ids kept (owned by that owner still): they changed meanwhile, or a timer is
+        due; their owner drives them again. PostgreSQL only, not part of `Storage`."""
+        if not drives:
+            return []
+        payload = _dumps(
+            [{"id": iid, "owner": owner, "revision": revision} for iid, owner, revision in drives]
+        )
+        _, rows = await self._modify(
+            self._q["release_driven"], {"drives": payload, "now": as_utc(now)}
+        )
+        return [str(row[0]) for row in rows]
 
     async def quarantined(self, limit: int = 100) -> list[tuple[str, str]]:
         rows = await self._fetch(self._q["quarantined"], {"limit": limit})
@@ -866,6 +924,10 @@ class PostgresTransaction:
         if write.written is not None:
             self.storage._known.remember(write.written, written=True)
         self.writes += 1
+
+    async def release(self, instance_id: str, owner: str) -> None:
+        """Release the instance if `owner` holds it, whatever its revision."""
+        await self.connection.execute(self._q["release_one"], {"id": instance_id, "owner": owner})
 
     async def record_step_result(
         self, instance_id: str, step: str, attempt: int, outcome: dict[str, Any], duration: float

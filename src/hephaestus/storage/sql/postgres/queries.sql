@@ -323,6 +323,62 @@ SELECT h.id, h.document::text, log.seqs, log.entries, h.run
 FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
 {log};
 
+-- name: claim_drive
+-- As `claim_ids`, for a drive job of the distributed runner, but waiting for rows another
+-- transaction holds (a client's event, a runner's release) instead of skipping them: a
+-- row skipped while its holder has not committed would be a wake-up lost. The last
+-- column is the revision the claim found (the row as the writer it waited for left it),
+-- NULL for an instance the runner owned already: where it is not the revision of the
+-- head read (as of the statement's snapshot), that head is stale; read it again.
+WITH claimed AS (
+    UPDATE {schema}.workflow_instances SET owner = %(runner)s
+    WHERE id IN (
+        SELECT id FROM {schema}.workflow_instances
+        WHERE id = ANY(%(ids)s::text[]) AND owner IS NULL AND problem IS NULL
+            AND status IN ('pending', 'running', 'waiting')
+        ORDER BY id
+        FOR UPDATE
+    ) AND owner IS NULL
+        AND EXISTS (SELECT 1 FROM {schema}.hephaestus_runners WHERE id = %(runner)s)
+    RETURNING id, revision
+), taken AS (
+    SELECT id, revision FROM claimed
+    UNION ALL
+    SELECT id, NULL::bigint FROM {schema}.workflow_instances
+    WHERE id = ANY(%(ids)s::text[]) AND owner = %(runner)s AND problem IS NULL
+        AND status IN ('pending', 'running', 'waiting')
+)
+SELECT h.id, h.document::text, log.seqs, log.entries, h.run, taken.revision
+FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
+{log};
+
+-- name: release_driven
+-- Instances whose drive ended (parked): no owner any more, but only those still at the
+-- revision their drive last wrote or read and with no timer due by `now` (`drives`: a
+-- JSON array of `{id, owner, revision}`). Rows are locked in id order, so a client's
+-- write of one of them (under its row lock) comes wholly before or after this. Returns
+-- the ids kept, still owned at another revision or with a due timer: drive them again.
+WITH input AS (
+    SELECT * FROM jsonb_to_recordset(%(drives)s::jsonb) AS i(id text, owner text, revision bigint)
+), locked AS MATERIALIZED (
+    SELECT w.id FROM {schema}.workflow_instances AS w
+    JOIN input AS i ON i.id = w.id AND i.owner = w.owner
+    ORDER BY w.id
+    FOR UPDATE OF w
+), released AS (
+    UPDATE {schema}.workflow_instances AS w SET owner = NULL
+    FROM input AS i JOIN locked USING (id)
+    WHERE w.id = i.id AND w.owner = i.owner AND w.revision = i.revision
+        AND (w.next_timer_at IS NULL OR w.next_timer_at > %(now)s::timestamptz)
+    RETURNING w.id
+)
+SELECT locked.id FROM locked WHERE locked.id NOT IN (SELECT id FROM released) ORDER BY locked.id;
+
+-- name: release_one
+-- An instance whose drive failed, released whatever its revision (its drive job is queued
+-- again in the same transaction).
+UPDATE {schema}.workflow_instances SET owner = NULL WHERE id = %(id)s AND owner = %(owner)s;
+
 -- name: claim_unowned
 -- SKIP LOCKED: runners claiming at the same moment take different instances.
 WITH claimed AS (
