@@ -442,6 +442,39 @@ async def test_updates_written_together_land_exactly_and_a_refused_one_fails_alo
         assert columns == expected
 
 
+async def test_writes_with_large_outputs_among_small_ones_land_exactly(postgres_url: str) -> None:
+    # A write with large log rows goes out as a statement of its own, the small ones
+    # together: read back, every instance is what was written.
+    definition = PostgresFlow.definition()
+    async with PostgresStorage(postgres_url) as storage:
+        created = [make(f"order::p{i}", {"n": i}) for i in range(8)]
+        await asyncio.gather(*(storage.put(instance, None) for instance in created))
+        received = [
+            complete_step(
+                definition,
+                instance,
+                "receive",
+                Ok(
+                    "received",
+                    {"data": ("é" if index % 3 else "x") * (20_000 if index % 2 else 10)},
+                ),
+                attempt=1,
+                now=NOW,
+            ).instance
+            for index, instance in enumerate(created)
+        ]
+
+        await asyncio.gather(
+            *(
+                storage.put(after, before.revision)
+                for before, after in zip(created, received, strict=True)
+            )
+        )
+
+        async with PostgresStorage(postgres_url) as reader:
+            assert [await reader.get(i.id) for i in received] == received
+
+
 async def test_a_document_postgres_cannot_hold_fails_alone(postgres_url: str) -> None:
     async with PostgresStorage(postgres_url) as storage:
         created = make("order::a1")

@@ -124,6 +124,9 @@ _ACTIVE = [status.value for status in Status if status.is_active]
 _LOCK_CLASS = 0x48455048
 # Serialization failure and deadlock: nothing was written, the batch is sent again.
 _TRANSIENT = ("40001", "40P01")
+
+#: Characters of log rows past which a write is sent as a statement of its own.
+_LARGE_LOG_ROWS = 8_192
 _ATTEMPTS = 3
 # An update of a state this process does not know rewrites the whole log of an instance
 # with at most this many history entries; a longer one is first looked up, so that only
@@ -148,6 +151,11 @@ class _Write:
     @property
     def statement(self) -> str:
         return "write_create" if self.expected_revision is None else "write_update"
+
+    @property
+    def large(self) -> bool:
+        """Whether its log rows are large (a step output of many kilobytes)."""
+        return sum(len(entry) for _, entry in self.rows.entries) > _LARGE_LOG_ROWS
 
 
 class PostgresStorage(AsyncContext):
@@ -976,13 +984,15 @@ def _rows(rows: list[TupleRow]) -> list[tuple[str, str, list[tuple[int, str]], i
 def _grouped(writes: list[_Write]) -> tuple[list[_Write], list[_Write], list[_Write]]:
     """The writes `write_creates` and `write_updates` can make, each group in one statement
     (creates; updates extending a known run; each of an instance written once in the
-    batch), and the others. A group of fewer than two goes with the others."""
+    batch), and the others. A group of fewer than two goes with the others, and so does
+    a write with large log rows: what a statement of its own costs is nothing beside
+    them, and statements of their own are executed while the next ones are sent."""
     once = Counter(write.instance.id for write in writes)
     creates: list[_Write] = []
     updates: list[_Write] = []
     alone: list[_Write] = []
     for write in writes:
-        if once[write.instance.id] != 1:
+        if once[write.instance.id] != 1 or write.large:
             alone.append(write)
         elif write.expected_revision is None:
             creates.append(write)
@@ -1021,11 +1031,13 @@ _UPDATE_FIELDS = (
 )
 
 
-def _batch_params(writes: list[_Write]) -> dict[str, str]:
-    """The two JSON documents of `write_creates` or `write_updates`: the heads, and the log
-    rows they append."""
+def _batch_params(writes: list[_Write]) -> dict[str, Any]:
+    """The parameters of `write_creates` or `write_updates`: the heads as one JSON document,
+    and the log rows they append as three arrays."""
     updates: list[dict[str, Any]] = []
-    log: list[dict[str, Any]] = []
+    log_ids: list[str] = []
+    log_seqs: list[int] = []
+    log_entries: list[str] = []
     for write in writes:
         params = write.params
         update = {field: params[field] for field in _UPDATE_FIELDS}
@@ -1034,11 +1046,15 @@ def _batch_params(writes: list[_Write]) -> dict[str, str]:
         update["created_at"] = params["created_at"].isoformat()
         update["updated_at"] = params["updated_at"].isoformat()
         updates.append(update)
-        instance_id = params["id"]
-        log.extend(
-            {"id": instance_id, "seq": seq, "entry": entry} for seq, entry in write.rows.entries
-        )
-    return {"writes": _dumps(updates), "log": _dumps(log)}
+        log_ids.extend([params["id"]] * len(write.rows.entries))
+        log_seqs.extend(params["seqs"])
+        log_entries.extend(params["entries"])
+    return {
+        "writes": _dumps(updates),
+        "log_ids": log_ids,
+        "log_seqs": log_seqs,
+        "log_entries": log_entries,
+    }
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode

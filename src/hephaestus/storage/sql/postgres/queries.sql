@@ -73,8 +73,9 @@ LEFT JOIN {schema}.workflow_instances AS found ON found.id = %(id)s;
 
 -- name: write_updates
 -- Many updates of `put` in one statement, each as `write_update` with its `run` known:
--- `writes` is a JSON array of one object per instance (distinct ids), `log` one of
--- `{id, seq, entry}` rows to append. Every row is locked in id order first (`locked`,
+-- `writes` is a JSON array of one object per instance (distinct ids); the log rows to
+-- append come as three arrays (`log_ids`, `log_seqs`, `log_entries`): an entry may be
+-- large, and a text array takes it as it is, where JSON would escape it. Every row is locked in id order first (`locked`,
 -- run once before the update as its init plan), as the one-at-a-time writes lock
 -- them, so that two batches never deadlock. Returns a row per instance: its id, then
 -- what `write_update` returns (the stored row only for a write that was not made).
@@ -117,8 +118,8 @@ WITH input AS (
     INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
     SELECT updated.id, updated.run, l.seq, l.entry
     FROM updated
-    JOIN jsonb_to_recordset(%(log)s::jsonb) AS l(id text, seq integer, entry text)
-        ON l.id = updated.id
+    JOIN unnest(%(log_ids)b::text[], %(log_seqs)b::integer[], %(log_entries)b::text[])
+        AS l(id, seq, entry) ON l.id = updated.id
     ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
 ), notified AS (
     SELECT pg_notify('hephaestus_work', '') WHERE EXISTS (SELECT 1 FROM input WHERE notify)
@@ -133,7 +134,7 @@ WHERE i.id NOT IN (SELECT id FROM updated);
 
 -- name: write_creates
 -- Many creates of `put` in one statement, for the ids that hold no row: `writes` and
--- `log` as in `write_updates` (distinct ids, inserted in id order, as the batches of
+-- the log arrays as in `write_updates` (distinct ids, inserted in id order, as the batches of
 -- other processes insert theirs). An id that holds a row is left as it is and not
 -- returned: `write_create` decides it then (archive a finished run, or refuse).
 WITH input AS (
@@ -159,8 +160,8 @@ WITH input AS (
     INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
     SELECT created.id, 1, l.seq, l.entry
     FROM created
-    JOIN jsonb_to_recordset(%(log)s::jsonb) AS l(id text, seq integer, entry text)
-        ON l.id = created.id
+    JOIN unnest(%(log_ids)b::text[], %(log_seqs)b::integer[], %(log_entries)b::text[])
+        AS l(id, seq, entry) ON l.id = created.id
     ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
 ), notified AS (
     SELECT pg_notify('hephaestus_work', '') WHERE EXISTS (SELECT 1 FROM input WHERE notify)
