@@ -94,7 +94,6 @@ _OUTAGE_FIRST_DELAY = 0.05
 _OUTAGE_MAX_DELAY = 2.0
 #: How many instances one claim takes.
 _CLAIM_BATCH = 100
-
 #: Due instances one timer batch claims and fires, and how many batches fire at once.
 _FIRE_BATCH = 500
 _FIRE_IN_FLIGHT = 2
