@@ -350,3 +350,61 @@ async def test_a_drive_that_fails_hands_its_instance_back_with_a_drive_a_second_
 
         await runner._drive_job(instance_ids=[iid])
         assert (await app.get(iid)).status is Status.COMPLETED
+
+
+async def test_an_aborted_drive_job_hands_its_instance_back(postgres_url: str) -> None:
+    # Procrastinate cancels the task of an aborted job. The worker goes on living (and
+    # renewing its lease), so the instance must not stay claimed by it: it is released
+    # and driven again, by another worker here.
+    CL_SEEN.clear()
+    iid = "clheld::aborted"
+    CL_GATE[iid] = asyncio.Event()
+    holder = _runner()
+    async with Hephaestus(PostgresStorage(postgres_url), holder) as app:
+        await app.start_instance(ClHeld, {}, id=iid)
+        _forget_jobs(postgres_url)
+        job = asyncio.create_task(holder._drive_job(instance_ids=[iid]))
+        async with asyncio.timeout(10):
+            while ("ClHold", 1) not in _seen(iid):
+                await asyncio.sleep(0.02)
+        job.cancel()
+        await asyncio.gather(job, return_exceptions=True)
+        CL_GATE[iid].set()
+        assert _owners(postgres_url, [iid]) == {iid: None}
+        async with Hephaestus(PostgresStorage(postgres_url), _runner(worker=True)) as other:
+            done = await _final(other, iid)
+
+    assert done.status is Status.COMPLETED
+    assert [e.step for e in done.execution_history] == ["cl_one", "cl_hold", "cl_two", "done"]
+    CL_GATE.clear()
+
+
+async def test_a_running_batch_job_does_not_hide_an_instance_nobody_drives(
+    postgres_url: str,
+) -> None:
+    # A batch job still running (a sibling's long step) lists an instance that nobody
+    # owns and nobody wrote for a while (its claim went to a worker that died since): the
+    # sweep must queue a drive of it, not take the running job for one.
+    runner = _runner()
+    async with Hephaestus(PostgresStorage(postgres_url), runner) as app:
+        await app.start_instance(ClLinear, {}, id="cllinear::hidden")
+        _forget_jobs(postgres_url)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE workflow_instances SET owner = NULL, "
+                "updated_at = now() - interval '1 hour' WHERE id = 'cllinear::hidden'"
+            )
+            row = conn.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
+            worker_id = row.fetchone()
+            conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, worker_id) "
+                "VALUES ('hephaestus', 'hephaestus.drive', "
+                '\'{"instance_ids": ["cllinear::hidden", "cllinear::sibling"]}\', \'doing\', %s)',
+                worker_id,
+            )
+
+        await runner.sweep_once()
+
+        queued = [ids for ids in _drive_jobs(postgres_url) if "cllinear::hidden" in ids]
+        assert len(queued) == 2  # the running batch, and the drive the sweep queued
+        _forget_jobs(postgres_url)

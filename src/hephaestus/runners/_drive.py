@@ -60,11 +60,11 @@ class Drive:
     """Runs one claimed instance's steps until it parks or finishes.
 
     After `run()`: `gone` if the instance finished (its last write, or a
-    client's cancel, left it without an owner), was deleted or replaced;
-    `lost` (and `gone`) if this worker may not hold it any more (a write was
-    refused to it as owner while the instance is active, or `lapsed`: its
-    lease may have lapsed, so it started no more steps): then it must not
-    release it either. Otherwise it parked at `instance.revision`.
+    client's cancel, left it without an owner), was deleted or replaced, or if
+    this worker may not hold it any more (a write was refused to it as owner
+    while the instance is active, or `lapsed`: its lease may have lapsed, so it
+    started no more steps): then it must not release it either. Otherwise it
+    parked at `instance.revision`.
     """
 
     def __init__(
@@ -76,8 +76,8 @@ class Drive:
         executor: Executor | None,
         written: Written,
         *,
-        owner: str | None = None,
-        may_start: Callable[[], bool] = lambda: True,
+        owner: str,
+        may_start: Callable[[], bool],
     ) -> None:
         self.storage = storage
         self.owner = owner
@@ -89,18 +89,20 @@ class Drive:
         self.written = written
         #: Steps running in this drive, by step key: the attempt and its task.
         self.running: dict[str, tuple[int, asyncio.Task[StepRun]]] = {}
-        self.applied = 0
         self.gone = False
-        self.lost = False
         self.lapsed = False
 
-    async def run(self) -> int:
+    async def run(self) -> None:
         try:
             await self._fire_due_timers()
             self._start_runnable()
             while self.running and not self.gone:
                 tasks = {task for _, task in self.running.values()}
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                # A timer of this instance that comes due while its steps run (a branch's
+                # wait, a retry's backoff) fires then, not when the next step ends.
+                done, _ = await asyncio.wait(
+                    tasks, timeout=self._until_next_timer(), return_when=asyncio.FIRST_COMPLETED
+                )
                 results: list[_Result] = []
                 for step, (attempt, task) in list(self.running.items()):
                     if task in done:
@@ -117,7 +119,14 @@ class Drive:
             for _, task in self.running.values():
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        return self.applied
+
+    def _until_next_timer(self) -> float | None:
+        """Seconds until the instance's earliest timer is due (`None` without one)."""
+        timers = self.instance.timers
+        if not timers or not self.instance.status.is_active:
+            return None
+        due = min(timer.due_at for timer in timers)
+        return max((due - self.now()).total_seconds(), 0.0)
 
     def _start_runnable(self) -> None:
         """Start every step that can run now and is not running here yet."""
@@ -132,7 +141,7 @@ class Drive:
                 continue
             if not self.may_start():
                 # This worker's lease may have lapsed: another may hold the instance soon.
-                self.lost = self.gone = self.lapsed = True
+                self.gone = self.lapsed = True
                 return
             if current is not None:
                 current[1].cancel()  # an older attempt: its result is stale anyway
@@ -177,7 +186,6 @@ class Drive:
             decisions.append((engine.fire_timers(definition, current, self.now()), None))
             return decisions
 
-        self.applied += len(results)
         await self._write(decide)
 
     async def _write(self, decide: Callable[[Instance], list[_Decision]]) -> None:
@@ -194,7 +202,7 @@ class Drive:
                 # Finished (a cancel leaves no owner), replaced or deleted meanwhile: gone.
                 # Still active: this worker's claim was taken (its lease lapsed): stop.
                 if await self._reload():
-                    self.lost = self.gone = True
+                    self.gone = True
                 return
             except ConcurrencyError:
                 if not await self._reload():

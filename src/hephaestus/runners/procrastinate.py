@@ -490,7 +490,7 @@ class ProcrastinateRunner:
         await self._apply(id, lambda inst: engine.cancel(inst, now=self._now()))
 
     async def retry(self, id: str) -> None:
-        """Run a failed instance again from its failed steps, with their run_step jobs."""
+        """Run a failed instance again from its failed steps, with a drive queued for it."""
         validate_id(id)
 
         def decide(instance: Instance) -> Advance:
@@ -605,10 +605,20 @@ class ProcrastinateRunner:
                     return
                 except ConcurrencyError:
                     pass  # kept: changed since, or a timer is due; drive it again
-                try:
-                    instance = await storage.get(instance.id)
-                except InstanceNotFoundError:
+                # Read again as its owner: a claim of what this worker still holds; not
+                # an instance that replaced it (same id, another start) meanwhile.
+                again, _ = await storage.claim_for_drive(
+                    runner_id, [instance.id], reread_owned=True
+                )
+                again = [i for i in again if i.created_at == instance.created_at]
+                if not again:
                     return
+                instance = again[0]
+        except asyncio.CancelledError:
+            # The job was aborted, or the worker stops: hand the instance back before going,
+            # or it would stay owned by a worker that goes on renewing its lease.
+            await asyncio.shield(self._hand_back(runner_id, instance.id))
+            raise
         except Exception:
             logger.exception("the drive of %s failed; it is queued again", instance.id)
         await self._hand_back(runner_id, instance.id)
@@ -988,16 +998,20 @@ WHERE queue_name = %(queue)s AND task_name = %(task)s AND status = 'todo'
     AND lock = ANY(%(ids)s::text[])
 """
 
-#: Running instances nobody owns, not written for a while, that no drive (queued or
-#: running) covers.
+#: Running instances nobody owns, not written for a while, that no drive covers: a queued
+#: one, or a running one of the earlier design (locked by the instance). A running batch
+#: drive does not cover an instance nobody owns: it never claimed it, or released it.
 _UNDRIVEN: LiteralString = """
 SELECT i.id FROM {schema}.workflow_instances i
 WHERE i.status = 'running' AND i.owner IS NULL AND i.problem IS NULL
     AND i.updated_at < now() - make_interval(secs => %(seconds)s)
     AND NOT EXISTS (
         SELECT 1 FROM procrastinate_jobs j
-        WHERE j.queue_name = %(queue)s AND j.status IN ('todo', 'doing')
-            AND (j.lock = i.id OR j.args->'instance_ids' ? i.id)
+        WHERE j.queue_name = %(queue)s
+            AND (
+                (j.status = 'todo' AND j.args->'instance_ids' ? i.id)
+                OR (j.status IN ('todo', 'doing') AND j.lock = i.id)
+            )
     )
 LIMIT 1000
 """

@@ -325,8 +325,8 @@ FROM taken JOIN {schema}.workflow_instances AS h ON h.id = taken.id
 {log};
 
 -- name: claim_drive
--- As `claim_ids`, for a drive job of the distributed runner, but waiting for rows another
--- transaction holds (a client's event, a runner's release) instead of skipping them: a
+-- As `claim_ids`, for a drive job of the distributed runner, but waiting for an unowned
+-- row another transaction holds (a client writing an event) instead of skipping it: a
 -- row skipped while its holder has not committed would be a wake-up lost. The last
 -- column is the revision the claim found (the row as the writer it waited for left it),
 -- NULL for an instance the runner owned already: where it is not the revision of the
@@ -529,8 +529,9 @@ LIMIT 1000;
 
 -- name: index_job_locks
 -- Procrastinate picks a job only if no earlier job of the same lock is queued or
--- running; with one lock per instance and many instances queued, that check scans
--- the queue for every candidate unless the locks are indexed.
+-- running; with many locked jobs queued (the drives of earlier versions, locked by
+-- their instance) that check scans the queue for every candidate unless the locks
+-- are indexed.
 CREATE INDEX IF NOT EXISTS hephaestus_procrastinate_jobs_lock
     ON procrastinate_jobs (lock, id) WHERE status IN ('todo', 'doing');
 
