@@ -31,6 +31,7 @@ from hephaestus import (
     WaitForEvent,
     Workflow,
 )
+from hephaestus.errors import StorageError
 from hephaestus.runners.procrastinate import ProcrastinateRunner
 from hephaestus.storage.base import RunnerRecord
 from hephaestus.storage.postgres import PostgresStorage
@@ -408,3 +409,31 @@ async def test_a_running_batch_job_does_not_hide_an_instance_nobody_drives(
         queued = [ids for ids in _drive_jobs(postgres_url) if "cllinear::hidden" in ids]
         assert len(queued) == 2  # the running batch, and the drive the sweep queued
         _forget_jobs(postgres_url)
+
+
+class _RenewFailsOnce(PostgresStorage):
+    """PostgreSQL storage whose first lease renewal fails (the database blinked)."""
+
+    renewals = 0
+
+    async def renew_runner(self, runner_id: str, now: float, lease_until: float) -> bool:
+        self.renewals += 1
+        if self.renewals == 1:
+            raise StorageError("the database is away for a moment")
+        return await super().renew_runner(runner_id, now, lease_until)
+
+
+async def test_one_failed_lease_renewal_does_not_cost_the_lease(postgres_url: str) -> None:
+    # Renewed every 0.9 s for a 1 s lease: after one failed renewal, waiting a whole
+    # heartbeat to try again would let the lease lapse (and the worker give its id up).
+    storage = _RenewFailsOnce(postgres_url)
+    runner = ProcrastinateRunner(heartbeat=0.9, stalled_after=1.0, poll_interval=0.05)
+    async with Hephaestus(storage, runner):
+        runner_id = await runner._runner()
+        async with asyncio.timeout(10):
+            while storage.renewals < 1:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # past the first lease: renewed since, not at the next beat
+
+        assert runner._lease_holds(runner_id)
+        assert runner._runner_id == runner_id

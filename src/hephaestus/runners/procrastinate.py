@@ -554,6 +554,10 @@ class ProcrastinateRunner:
             while True:
                 if self._driving.get(key):
                     self._driving[key] = False
+                    if not self._lease_holds(runner_id):
+                        # This id was given up: a new claim under it would lapse unrenewed.
+                        await self._defer_drives([instance.id])
+                        return
                     again, _ = await storage.claim_for_drive(
                         runner_id, [instance.id], reread_owned=True
                     )
@@ -695,18 +699,24 @@ class ProcrastinateRunner:
             self._lease_holds_until = 0.0
 
     async def _keep_lease(self) -> None:
-        """Renew the lease every `heartbeat` seconds; join anew if it was reaped."""
+        """Renew the lease every `heartbeat` seconds (a failed renewal is tried again after a
+        twelfth of the lease, each try bounded by a heartbeat); join anew if it was reaped."""
         storage = self._storage_or_raise()
+        delay = self.heartbeat
         while True:
-            await asyncio.sleep(self.heartbeat)
+            await asyncio.sleep(delay)
+            delay = self.heartbeat
             runner_id = self._runner_id
             if runner_id is None:
                 continue  # abandoned: the next drive job joins anew
             sent = time.time()
             try:
-                renewed = await storage.renew_runner(runner_id, sent, sent + self.stalled_after)
+                async with asyncio.timeout(self.heartbeat):
+                    renewed = await storage.renew_runner(runner_id, sent, sent + self.stalled_after)
             except Exception as exc:
                 logger.warning("worker %s could not renew its lease: %s", runner_id, exc)
+                # One lost renewal must not cost the lease: try again well before it lapses.
+                delay = min(self.heartbeat, self.stalled_after / 12)
                 continue
             if runner_id != self._runner_id:
                 continue
