@@ -437,3 +437,32 @@ async def test_one_failed_lease_renewal_does_not_cost_the_lease(postgres_url: st
 
         assert runner._lease_holds(runner_id)
         assert runner._runner_id == runner_id
+
+
+async def test_long_steps_hold_room_for_their_instances_not_the_worker(
+    postgres_url: str,
+) -> None:
+    # Two jobs' slots (concurrency 4, two instances a job): two instances blocked in a long
+    # step, one per job, must not keep the worker from a third instance it has room for.
+    CL_SEEN.clear()
+    runner = _runner(worker=True, concurrency=4, drive_batch=2)
+    long = ("clheld::long1", "clheld::long2")
+    async with Hephaestus(PostgresStorage(postgres_url), runner) as app:
+        try:
+            for iid in long:
+                CL_GATE[iid] = asyncio.Event()
+                await app.start_instance(ClHeld, {}, id=iid)
+            async with asyncio.timeout(10):
+                while not all(("ClHold", 1) in _seen(i) for i in long):
+                    await asyncio.sleep(0.02)
+
+            await app.start_instance(ClLinear, {}, id="cllinear::meanwhile")
+            done = await _final(app, "cllinear::meanwhile", timeout=10)
+
+            assert done.status is Status.COMPLETED
+            assert (await app.get(long[0])).status is Status.RUNNING
+        finally:
+            for gate in CL_GATE.values():
+                gate.set()
+        assert [(await _final(app, iid)).status for iid in long] == [Status.COMPLETED] * 2
+    CL_GATE.clear()

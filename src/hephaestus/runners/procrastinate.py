@@ -7,9 +7,10 @@ own. It distributes *instances that have work*, not steps, on one queue:
   instances that were started or woken together. The worker that takes it
   *claims* them: a claim record in storage (the instance's `owner`, set in
   one statement) says which worker holds an instance; each worker registers
-  as a runner with a lease that it renews every `heartbeat` seconds. It
-  drives every instance it claimed at once, in its own process, until each
-  parks or finishes: consecutive steps one after the other, fan-out branches
+  as a runner with a lease that it renews every `heartbeat` seconds. The
+  job ends there; the worker drives every instance it claimed at once, each
+  in a task of its own (at most `concurrency`), until each parks or
+  finishes: consecutive steps one after the other, fan-out branches
   at once (see `hephaestus.runners._drive`). Each new state is written as
   the owner with the storage's group commit, so the writes of every instance
   a worker drives share transactions, and a worker that lost its claim is
@@ -125,8 +126,9 @@ class ProcrastinateRunner:
       (handy for tests and single-machine deployments); otherwise start workers
       with `hephaestus worker --app MODULE:app`.
     - `concurrency`: instances one worker drives at once (each with all of
-      its running branches), about: a worker runs
-      `ceil(concurrency / drive_batch)` drive jobs at once.
+      its running branches; at least one job's worth). A job ends once its
+      instances are claimed, each then driven by a task of its own, so a long
+      step holds room for its instance, not a job slot of the worker.
     - `drive_batch`: instances one drive job carries at most; by default
       `max(1, min(50, concurrency // 2))`: big enough that Procrastinate's
       per-job cost is shared by many instances, small enough that a worker
@@ -192,6 +194,11 @@ class ProcrastinateRunner:
         #: Instances (id, created_at) a drive of this worker runs now: a second job skips
         #: them, and sets their flag so that the drive claims them again when it ends.
         self._driving: dict[tuple[str, datetime], bool] = {}
+        #: A worker's drives, each of one claimed instance, run apart from the job that
+        #: claimed it (the job ends once its instances are claimed). `_room` (set by
+        #: `run_worker`) bounds how many at once.
+        self._drives: set[asyncio.Task[None]] = set()
+        self._room: _Room | None = None
         self._sweeps = 0
         #: Releases of parked instances at the same moment share one statement.
         self._releases: GroupCommit[_Release] = GroupCommit(
@@ -298,6 +305,7 @@ class ProcrastinateRunner:
         the work of dead workers (see `sweep_once`).
         """
         await self._runner()
+        self._room = _Room(concurrency or self.concurrency)
         stalled = asyncio.create_task(self._retry_stalled_jobs(), name="hephaestus:stalled")
         try:
             await self.procrastinate.run_worker_async(
@@ -317,7 +325,17 @@ class ProcrastinateRunner:
             stalled.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stalled
+            await self._stop_drives()
             await self._leave()
+
+    async def _stop_drives(self) -> None:
+        """Let the drives running here go on for a while (their steps may end and be
+        stored), then cancel the rest: each hands its instance back."""
+        if self._drives:
+            _, running = await asyncio.wait(set(self._drives), timeout=self.stalled_after / 2)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _recover_stalled(self, job: procrastinate.jobs.Job) -> None:
         """Take over a job of a dead worker.
@@ -342,10 +360,11 @@ class ProcrastinateRunner:
         await self._enqueue_advance(str(job.task_kwargs["instance_id"]))
 
     async def wait_idle(self, timeout: float | None = None) -> None:
-        """Wait until this runner's queue has no job to do now (timers due later aside)."""
+        """Wait until this runner's queue has no job to do now (timers due later aside)
+        and the worker in this process, if any, drives nothing."""
         storage = self._storage_or_raise()
         async with asyncio.timeout(timeout):
-            while await storage.pending_jobs(self.queue):
+            while self._drives or await storage.pending_jobs(self.queue):
                 await asyncio.sleep(0.02)
 
     async def _retry_stalled_jobs(self) -> None:
@@ -519,9 +538,17 @@ class ProcrastinateRunner:
         runner_id = await self._runner()
         if not self._lease_holds(runner_id):
             raise StorageError("this worker's lease may have lapsed; the drive is retried")
+        room = self._room
+        if room is not None and not await room.take(len(ids), _ROOM_WAIT):
+            # This worker drives all it may (long steps, say): the job goes back to the queue
+            # for a worker with room, rather than holding a slot of this one for longer.
+            await self._defer_drives(ids, delay=_FULL_DELAY)
+            return
         try:
             claimed, owned = await storage.claim_for_drive(runner_id, ids)
         except Exception:
+            if room is not None:
+                await room.give(len(ids))
             # Whether the claim was stored is unknown: give this id up, so that what it may
             # hold is released when its lease lapses; the job is retried under a new one.
             self._abandon(runner_id)
@@ -539,7 +566,25 @@ class ProcrastinateRunner:
                 # before a drive of it here wrote and ended: claimed (and read) again first.
                 self._driving[key] = instance.id in owned
                 mine[instance.id] = instance
-        await asyncio.gather(*(self._drive_held(runner_id, i) for i in mine.values()))
+        if room is None:  # not a worker (a test, say): the job drives them itself
+            await asyncio.gather(*(self._drive_held(runner_id, i) for i in mine.values()))
+            return
+        await room.give(len(ids) - len(mine))
+        for instance in mine.values():
+            # Driven apart from this job, which ends now: a long step holds room for one
+            # instance, not a job slot of the worker (wake-ups and other drives get one).
+            task = asyncio.create_task(
+                self._drive_in_room(room, runner_id, instance),
+                name=f"hephaestus:drive:{instance.id}",
+            )
+            self._drives.add(task)
+            task.add_done_callback(self._drives.discard)
+
+    async def _drive_in_room(self, room: _Room, runner_id: str, instance: Instance) -> None:
+        try:
+            await self._drive_held(runner_id, instance)
+        finally:
+            await room.give(1)
 
     async def _drive_held(self, runner_id: str, instance: Instance) -> None:
         """Drive an instance this worker claimed; again while other jobs claimed it meanwhile.
@@ -992,6 +1037,11 @@ _REDRIVES = 5
 #: Seconds after which the drive of an instance handed back after a failure runs.
 _HAND_BACK_DELAY = 1.0
 
+#: Seconds a drive job waits for room in a full worker, and after which, put back on the
+#: queue, it runs again.
+_ROOM_WAIT = 1.0
+_FULL_DELAY = 0.05
+
 #: Every how many sweeps the sweep also releases instances of unregistered owners.
 _ORPHAN_SWEEPS = 20
 
@@ -1032,6 +1082,34 @@ UPDATE {schema}.workflow_instances SET owner = NULL
 WHERE owner = %(runner)s
 RETURNING id
 """
+
+
+class _Room:
+    """How many more instances a worker may drive: `concurrency` at most, but always one
+    job's worth when it drives nothing (a job may carry more than `concurrency`)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.driving = 0
+        self._changed = asyncio.Condition()
+
+    async def take(self, count: int, timeout: float) -> bool:
+        """Make room for `count` more, waiting at most `timeout` seconds; whether it did."""
+        async with self._changed:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait_for(
+                        lambda: not self.driving or self.driving + count <= self.limit
+                    )
+            except TimeoutError:
+                return False
+            self.driving += count
+            return True
+
+    async def give(self, count: int) -> None:
+        async with self._changed:
+            self.driving -= count
+            self._changed.notify_all()
 
 
 class _Release:
