@@ -385,10 +385,10 @@ class ProcrastinateRunner:
         - Instances with step results or due timers that nobody applied for
           `stalled_after` seconds (a wake-up or an advance failed, or its
           process died before queueing it) get an advance.
-        - Running instances that nobody owns, with no drive queued or running,
-          that were not written for `stalled_after` seconds (their worker
-          died, or a drive gave up: the database was down longer than its
-          retries) get a drive.
+        - Running instances that nobody owns, with no drive queued, that were
+          not written for `stalled_after` seconds (their worker died, or a
+          drive gave up: the database was down longer than its retries) get a
+          drive.
 
         One worker of the queue sweeps at a time: the sweep holds a PostgreSQL
         advisory lock (taken without waiting: a worker that finds it held skips
