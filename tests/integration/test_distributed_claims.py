@@ -466,3 +466,19 @@ async def test_long_steps_hold_room_for_their_instances_not_the_worker(
                 gate.set()
         assert [(await _final(app, iid)).status for iid in long] == [Status.COMPLETED] * 2
     CL_GATE.clear()
+
+
+async def test_a_full_worker_makes_room_when_a_drive_ends_and_only_then() -> None:
+    from hephaestus.runners.procrastinate import _Room
+
+    room = _Room(limit=3)
+    assert await room.take(2, timeout=0.01)
+    assert not await room.take(2, timeout=0.05)  # 4 > 3: no room, after waiting
+    waiting = asyncio.create_task(room.take(2, timeout=5))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    room.give(1)  # a drive ended: 1 + 2 fits now
+    assert await waiting
+    assert room.driving == 3
+    room.give(3)
+    assert await room.take(7, timeout=0.01)  # an idle worker takes one job, however big

@@ -546,9 +546,9 @@ class ProcrastinateRunner:
             return
         try:
             claimed, owned = await storage.claim_for_drive(runner_id, ids)
-        except Exception:
+        except BaseException:  # a cancel (an aborted job) too: the claim may have committed
             if room is not None:
-                await room.give(len(ids))
+                room.give(len(ids))
             # Whether the claim was stored is unknown: give this id up, so that what it may
             # hold is released when its lease lapses; the job is retried under a new one.
             self._abandon(runner_id)
@@ -569,7 +569,7 @@ class ProcrastinateRunner:
         if room is None:  # not a worker (a test, say): the job drives them itself
             await asyncio.gather(*(self._drive_held(runner_id, i) for i in mine.values()))
             return
-        await room.give(len(ids) - len(mine))
+        room.give(len(ids) - len(mine))
         for instance in mine.values():
             # Driven apart from this job, which ends now: a long step holds room for one
             # instance, not a job slot of the worker (wake-ups and other drives get one).
@@ -584,7 +584,7 @@ class ProcrastinateRunner:
         try:
             await self._drive_held(runner_id, instance)
         finally:
-            await room.give(1)
+            room.give(1)
 
     async def _drive_held(self, runner_id: str, instance: Instance) -> None:
         """Drive an instance this worker claimed; again while other jobs claimed it meanwhile.
@@ -1091,25 +1091,24 @@ class _Room:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.driving = 0
-        self._changed = asyncio.Condition()
+        self._freed = asyncio.Event()
 
     async def take(self, count: int, timeout: float) -> bool:
         """Make room for `count` more, waiting at most `timeout` seconds; whether it did."""
-        async with self._changed:
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._changed.wait_for(
-                        lambda: not self.driving or self.driving + count <= self.limit
-                    )
-            except TimeoutError:
-                return False
-            self.driving += count
-            return True
+        try:
+            async with asyncio.timeout(timeout):
+                while self.driving and self.driving + count > self.limit:
+                    self._freed.clear()
+                    await self._freed.wait()
+        except TimeoutError:
+            return False
+        self.driving += count
+        return True
 
-    async def give(self, count: int) -> None:
-        async with self._changed:
-            self.driving -= count
-            self._changed.notify_all()
+    def give(self, count: int) -> None:
+        """Give room for `count` back (no wait: safe in a `finally` of a cancelled task)."""
+        self.driving -= count
+        self._freed.set()
 
 
 class _Release:
