@@ -1268,12 +1268,17 @@ def _check_schema_name(schema: str) -> None:
 
 
 def _render(schema: str) -> dict[str, LiteralString]:
-    """The named queries with `{schema}` replaced by the quoted schema name, and `{log}` by
-    the join that reads a head's log (`log_of_head`)."""
+    """The named queries with `{schema}` replaced by the quoted schema name, `{log}` by the
+    join that reads a head's log (`log_of_head`), and `{heads}` and `{log_rows}` by what a
+    batch statement writes (`batch_heads`, `batch_log_rows`)."""
     identifier = sql.Identifier(schema)
-    log = sql.SQL(_QUERIES["log_of_head"]).format(schema=identifier)
+    fragments = {
+        "log": sql.SQL(_QUERIES["log_of_head"]).format(schema=identifier),
+        "heads": sql.SQL(_QUERIES["batch_heads"]),
+        "log_rows": sql.SQL(_QUERIES["batch_log_rows"]),
+    }
     return {
-        name: sql.SQL(text).format(schema=identifier, log=log).as_string()
+        name: sql.SQL(text).format(schema=identifier, **fragments).as_string()
         for name, text in _QUERIES.items()
     }
 

@@ -71,24 +71,34 @@ SELECT
 FROM (VALUES (1)) AS one
 LEFT JOIN {schema}.workflow_instances AS found ON found.id = %(id)s;
 
+-- name: batch_heads
+-- Not a query: the heads of a batch statement (`write_creates`, `write_updates`), a row
+-- `i` per object of the JSON parameter `writes`, which they read as `{heads}` (a create
+-- has no expected revision, run or base length).
+jsonb_to_recordset(%(writes)s::jsonb) AS i(
+    id text, owner text, needs_runner boolean, has_commands boolean, is_active boolean,
+    workflow text, workflow_version integer, status text, revision bigint,
+    next_timer_at timestamptz, created_at timestamptz, updated_at timestamptz,
+    history_length integer, document text, expected_revision bigint, run integer,
+    base_length integer, notify boolean
+)
+
+-- name: batch_log_rows
+-- Not a query: the log rows a batch statement appends, `l(id, seq, entry)`, from three
+-- arrays (an entry may be large: a text array takes it as it is, where JSON would escape
+-- it), which they read as `{log_rows}`.
+unnest(%(log_ids)b::text[], %(log_seqs)b::integer[], %(log_entries)b::text[]) AS l(id, seq, entry)
+
 -- name: write_updates
 -- Many updates of `put` in one statement, each as `write_update` with its `run` known:
--- `writes` is a JSON array of one object per instance (distinct ids); the log rows to
--- append come as three arrays (`log_ids`, `log_seqs`, `log_entries`): an entry may be
--- large, and a text array takes it as it is, where JSON would escape it. Every row is locked in id order first (`locked`,
+-- `{heads}` holds one row per instance (distinct ids), `{log_rows}` the log rows to append. Every row is locked in id order first (`locked`,
 -- run once before the update as its init plan), as the one-at-a-time writes lock
 -- them, so that two batches never deadlock. Returns a row per instance: its id, then
 -- what `write_update` returns (the stored row only for a write that was not made).
 -- No join here nests one batch-sized input in another: the planner, which cannot
 -- know their sizes, would compare every pair.
 WITH input AS (
-    SELECT * FROM jsonb_to_recordset(%(writes)s::jsonb) AS i(
-        id text, owner text, needs_runner boolean, has_commands boolean, is_active boolean,
-        workflow text, workflow_version integer, status text, revision bigint,
-        next_timer_at timestamptz, created_at timestamptz, updated_at timestamptz,
-        history_length integer, document text, expected_revision bigint, run integer,
-        base_length integer, notify boolean
-    )
+    SELECT * FROM {heads}
 ), locked AS MATERIALIZED (
     SELECT w.id FROM {schema}.workflow_instances AS w
     WHERE w.id IN (SELECT id FROM input)
@@ -118,8 +128,7 @@ WITH input AS (
     INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
     SELECT updated.id, updated.run, l.seq, l.entry
     FROM updated
-    JOIN unnest(%(log_ids)b::text[], %(log_seqs)b::integer[], %(log_entries)b::text[])
-        AS l(id, seq, entry) ON l.id = updated.id
+    JOIN {log_rows} ON l.id = updated.id
     ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
 ), notified AS (
     SELECT pg_notify('hephaestus_work', '') WHERE EXISTS (SELECT 1 FROM input WHERE notify)
@@ -133,17 +142,12 @@ LEFT JOIN {schema}.workflow_instances AS found ON found.id = i.id
 WHERE i.id NOT IN (SELECT id FROM updated);
 
 -- name: write_creates
--- Many creates of `put` in one statement, for the ids that hold no row: `writes` and
--- the log arrays as in `write_updates` (distinct ids, inserted in id order, as the batches of
+-- Many creates of `put` in one statement, for the ids that hold no row: `{heads}` and
+-- `{log_rows}` as in `write_updates` (distinct ids, inserted in id order, as the batches of
 -- other processes insert theirs). An id that holds a row is left as it is and not
 -- returned: `write_create` decides it then (archive a finished run, or refuse).
 WITH input AS (
-    SELECT * FROM jsonb_to_recordset(%(writes)s::jsonb) AS i(
-        id text, owner text, needs_runner boolean, has_commands boolean, is_active boolean,
-        workflow text, workflow_version integer, status text, revision bigint,
-        next_timer_at timestamptz, created_at timestamptz, updated_at timestamptz,
-        history_length integer, document text, notify boolean
-    )
+    SELECT * FROM {heads}
 ), created AS (
     INSERT INTO {schema}.workflow_instances (
         id, workflow, workflow_version, status, revision, next_timer_at, created_at,
@@ -160,8 +164,7 @@ WITH input AS (
     INSERT INTO {schema}.workflow_log (instance_id, run, seq, entry)
     SELECT created.id, 1, l.seq, l.entry
     FROM created
-    JOIN unnest(%(log_ids)b::text[], %(log_seqs)b::integer[], %(log_entries)b::text[])
-        AS l(id, seq, entry) ON l.id = created.id
+    JOIN {log_rows} ON l.id = created.id
     ON CONFLICT (instance_id, run, seq) DO UPDATE SET entry = excluded.entry
 ), notified AS (
     SELECT pg_notify('hephaestus_work', '') WHERE EXISTS (SELECT 1 FROM input WHERE notify)
