@@ -594,7 +594,6 @@ class ProcrastinateRunner:
         this worker's earlier drives of it.
         """
         key = (instance.id, instance.created_at)
-        storage = self._storage_or_raise()
         try:
             while True:
                 if self._driving.get(key):
@@ -603,13 +602,10 @@ class ProcrastinateRunner:
                         # This id was given up: a new claim under it would lapse unrenewed.
                         await self._defer_drives([instance.id])
                         return
-                    again, _ = await storage.claim_for_drive(
-                        runner_id, [instance.id], reread_owned=True
-                    )
-                    again = [i for i in again if i.created_at == instance.created_at]
-                    if not again:
+                    current = await self._claim_again(runner_id, instance)
+                    if current is None:
                         return  # finished, or another worker holds it now
-                    instance = again[0]
+                    instance = current
                 await self._drive_claimed(runner_id, instance)
                 if not self._driving.get(key):
                     return
@@ -654,15 +650,10 @@ class ProcrastinateRunner:
                     return
                 except ConcurrencyError:
                     pass  # kept: changed since, or a timer is due; drive it again
-                # Read again as its owner: a claim of what this worker still holds; not
-                # an instance that replaced it (same id, another start) meanwhile.
-                again, _ = await storage.claim_for_drive(
-                    runner_id, [instance.id], reread_owned=True
-                )
-                again = [i for i in again if i.created_at == instance.created_at]
-                if not again:
+                current = await self._claim_again(runner_id, instance)
+                if current is None:
                     return
-                instance = again[0]
+                instance = current
         except asyncio.CancelledError:
             # The job was aborted, or the worker stops: hand the instance back before going,
             # or it would stay owned by a worker that goes on renewing its lease.
@@ -671,6 +662,14 @@ class ProcrastinateRunner:
         except Exception:
             logger.exception("the drive of %s failed; it is queued again", instance.id)
         await self._hand_back(runner_id, instance.id)
+
+    async def _claim_again(self, runner_id: str, instance: Instance) -> Instance | None:
+        """`instance` as stored now, claimed (or still held) by this worker; `None` if it
+        finished, another worker holds it, or another start replaced it (same id)."""
+        again, _ = await self._storage_or_raise().claim_for_drive(
+            runner_id, [instance.id], reread_owned=True
+        )
+        return next((i for i in again if i.created_at == instance.created_at), None)
 
     async def _write_releases(self, batch: list[_Release]) -> list[HephaestusError | None]:
         storage = self._storage_or_raise()
