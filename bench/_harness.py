@@ -11,6 +11,8 @@ from __future__ import annotations
 import gc
 import math
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -162,6 +164,17 @@ class Bench:
 
 
 @contextmanager
+def stop_processes(processes: list[subprocess.Popen[Any]], timeout: float = 30) -> None:
+    """SIGTERM each of `processes`, wait up to `timeout` seconds for each, SIGKILL the rest."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def stopwatch() -> Iterator[list[float]]:
     """`with stopwatch() as elapsed:` ... then `elapsed[0]` is the seconds it took."""
     box = [0.0]

@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import psycopg
 
 from bench import _postgres, _sqlcount
 from bench._child import ChildFailed, run_child
+from bench._harness import stop_processes
 from bench.workflows import SHAPES, Shape
 from hephaestus import Hephaestus
 
@@ -133,13 +133,7 @@ async def measure_ours(
             statements = _sqlcount.count() - statements
             jobs = _jobs(url) - jobs
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
     await asyncio.sleep(0.5)  # exited backends have flushed their statistics
     commits = _commits(url) - commits
     statements += _sqlcount.read_all(count_path)

@@ -26,6 +26,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench._harness import stop_processes
+
 __all__ = ["measure"]
 
 QUEUE = "hephaestus-bench"
@@ -101,13 +103,7 @@ def measure(args: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         client.destroy()
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
     time.sleep(0.5)
     return {
         "seconds": seconds,
