@@ -163,7 +163,6 @@ class Bench:
         return sys.executable
 
 
-@contextmanager
 def stop_processes(processes: list[subprocess.Popen[Any]], timeout: float = 30) -> None:
     """SIGTERM each of `processes`, wait up to `timeout` seconds for each, SIGKILL the rest."""
     for process in processes:
@@ -175,6 +174,7 @@ def stop_processes(processes: list[subprocess.Popen[Any]], timeout: float = 30) 
             process.kill()
 
 
+@contextmanager
 def stopwatch() -> Iterator[list[float]]:
     """`with stopwatch() as elapsed:` ... then `elapsed[0]` is the seconds it took."""
     box = [0.0]
